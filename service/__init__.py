@@ -1,0 +1,75 @@
+"""WhatsApp conversation webhook receiver."""
+
+import os
+import re
+import uuid
+
+from dotenv import load_dotenv
+
+from flask import Flask, g, request
+
+from service.config import load_config
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def create_app(overrides=None):
+    """Build the app: config, extensions, blueprints and CLI commands."""
+    load_dotenv(os.path.join(os.getcwd(), ".env"))
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(load_config(app.instance_path))
+    app.config.update(
+        API_TITLE="Conversations webhook receiver",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Receives WhatsApp customer-service events and answers each "
+                "group of a customer's messages once, 5 s after the last one."
+            }
+        },
+    )
+    if overrides:
+        app.config.update(overrides)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        os.makedirs(app.instance_path, exist_ok=True)
+    if not app.testing:
+        from service.logs import configure_logging
+
+        configure_logging(app.config["LOG_LEVEL"])
+
+    from service.extensions import api, db, migrate, redis_client
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
+    redis_client.init_app(app)
+    api.init_app(app)
+
+    from service import conversations, swagger, webhook
+
+    webhook.register_event_schemas(api.spec)
+    api.register_blueprint(webhook.blp)
+    api.register_blueprint(conversations.blp)
+    api.register_blueprint(conversations.held_blp)
+    swagger.init_app(app)
+
+    from service import cli
+
+    cli.init_app(app)
+
+    @app.before_request
+    def assign_request_id():
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def return_request_id(response):
+        if getattr(g, "request_id", None):
+            response.headers["X-Request-ID"] = g.request_id
+        return response
+
+    return app

@@ -1,0 +1,131 @@
+"""The per-conversation reply buffer in Redis: a sorted set of message ids by arrival time.
+
+Each decision is one Lua script, so concurrent web processes and workers never see a
+half-made change. A conversation's keys share the hash tag `{<id>}`, so every script touches
+one Redis Cluster slot. The buffer is only the fast path: the database stays the record of
+which messages were answered, and `reconcile_groups` rebuilds the buffer from it.
+
+Scores are arrival times in integer microseconds (see `service.clock`). The `armed` key marks
+that a flush job is pending for the conversation, so there is one per open group, not one per
+message.
+"""
+
+from dataclasses import dataclass
+
+# Both keys expire KEY_TTL after their last use, so a worker that dies between answering a
+# group and clearing its buffer leaves nothing behind for long (the database still knows).
+
+# KEYS: buffer, armed. ARGV: ttl_ms, score1, member1, score2, member2, ...
+# Returns {added, must_schedule, newest_score}.
+ADD = """
+local ttl = table.remove(ARGV, 1)
+local added = redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
+redis.call('PEXPIRE', KEYS[1], ttl)
+local armed = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ttl)
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+return {added, armed and 1 or 0, newest[2]}
+"""
+
+# KEYS: buffer, armed. ARGV: member. Undoes an ADD whose database write failed.
+WITHDRAW = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+# KEYS: buffer, armed. ARGV: ttl_ms, now, quiet.
+# Returns {'empty'}, {'wait', due} (the flush stays armed) or {'ready', newest}.
+DECIDE = """
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #newest == 0 then
+  redis.call('DEL', KEYS[2])
+  return {'empty'}
+end
+local due = tonumber(newest[2]) + tonumber(ARGV[3])
+if tonumber(ARGV[2]) < due then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return {'wait', string.format('%.0f', due)}
+end
+return {'ready', newest[2]}
+"""
+
+# KEYS: buffer, armed. ARGV: ttl_ms, newest score of the answered group.
+# Drops the answered group; returns the newest remaining score (the flush stays armed for
+# the next group), or nil when none is left.
+ACK = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #newest == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return false
+end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return newest[2]
+"""
+
+
+def keys(conversation_id):
+    """The buffer's keys for one conversation, under one hash tag."""
+    tag = f"conv:{{{conversation_id}}}"
+    return [f"{tag}:buffer", f"{tag}:armed"]
+
+
+@dataclass(frozen=True)
+class Added:
+    added: int
+    must_schedule: bool
+    newest_us: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "empty", "wait" or "ready"
+    at_us: int | None = None  # due time when waiting, newest arrival when ready
+
+
+class ReplyBuffer:
+    """Grouping state of open conversations, over a Redis client."""
+
+    def __init__(self, client, key_ttl_ms=60_000):
+        self.client = client
+        self.key_ttl_ms = int(key_ttl_ms)
+        self._add = client.register_script(ADD)
+        self._withdraw = client.register_script(WITHDRAW)
+        self._decide = client.register_script(DECIDE)
+        self._ack = client.register_script(ACK)
+
+    def add(self, conversation_id, arrivals):
+        """Add (message_id, arrival_us) pairs; say whether a flush must be scheduled."""
+        argv = [self.key_ttl_ms]
+        for message_id, arrival_us in arrivals:
+            argv += [int(arrival_us), str(message_id)]
+        added, armed, newest = self._add(keys=keys(conversation_id), args=argv)
+        return Added(int(added), bool(armed), int(float(newest)))
+
+    def withdraw(self, conversation_id, message_id):
+        """Take back a message whose database write did not commit."""
+        self._withdraw(keys=keys(conversation_id), args=[str(message_id)])
+
+    def decide(self, conversation_id, now_us, quiet_us):
+        """Whether the conversation's group is quiet enough to answer now."""
+        result = self._decide(
+            keys=keys(conversation_id), args=[self.key_ttl_ms, int(now_us), int(quiet_us)]
+        )
+        action = result[0].decode()
+        at = int(float(result[1])) if len(result) > 1 else None
+        return Decision(action, at)
+
+    def ack(self, conversation_id, newest_us):
+        """Forget an answered group; return the newest arrival still buffered, if any."""
+        newest = self._ack(keys=keys(conversation_id), args=[self.key_ttl_ms, int(newest_us)])
+        return None if newest is None else int(float(newest))
+
+    def discard(self, conversation_id):
+        """Drop a closed conversation's buffer."""
+        self.client.delete(*keys(conversation_id))
+
+    def pending(self, conversation_id):
+        """The buffered (message_id, arrival_us) pairs, oldest first."""
+        rows = self.client.zrange(keys(conversation_id)[0], 0, -1, withscores=True)
+        return [(member.decode(), int(score)) for member, score in rows]

@@ -1,0 +1,74 @@
+"""Flask CLI commands: the worker, the scheduler, and operator tools."""
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from service import events, jobs
+from service.conversations import list_held
+from service.queueing import get_scheduler, get_worker
+from service.rules import EXPIRED, HELD
+
+log = logging.getLogger(__name__)
+PERIODIC = {
+    "expire_held": (jobs.expire_held, 1),
+    "reconcile_groups": (jobs.reconcile_groups, None),
+}
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Run the jobs already queued, then exit.")
+@click.option("--name", default=None, help="Worker name (default: generated).")
+def worker_command(burst, name):
+    """Run an RQ worker for flush_group and the periodic jobs (warm shutdown on SIGTERM)."""
+    worker = get_worker(name)
+    worker.work(burst=burst, with_scheduler=False, logging_level=current_app.config["LOG_LEVEL"])
+
+
+def register_periodic(scheduler):
+    """(Re)register the periodic jobs under fixed ids, so several schedulers keep one copy."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for job_id, (func, interval) in PERIODIC.items():
+        interval = interval or current_app.config["RECONCILE_INTERVAL"]
+        scheduler.cancel(job_id)
+        scheduler.schedule(now, func, interval=interval, repeat=None, id=job_id, result_ttl=60)
+
+
+@click.command("scheduler")
+@click.option("--burst", is_flag=True, help="Move due jobs to the queue once, then exit.")
+def scheduler_command(burst):
+    """Run rq-scheduler: moves due flush_group jobs to the queue and runs the periodic ones."""
+    scheduler = get_scheduler()
+    register_periodic(scheduler)
+    scheduler.run(burst=burst)
+
+
+held_cli = AppGroup("held", help="Messages that arrived before their conversation.")
+
+
+@held_cli.command("list")
+@click.option("--expired", "status", flag_value=EXPIRED, help="Only expired (dropped) ones.")
+@click.option("--waiting", "status", flag_value=HELD, help="Only ones still waiting.")
+@click.option("--limit", default=100, show_default=True)
+def held_list(status, limit):
+    """List held and expired messages as JSON lines, newest first."""
+    for row in list_held(status=status, limit=limit):
+        click.echo(json.dumps({k: str(v) if v is not None else None for k, v in row.items()}))
+
+
+@click.command("reconcile")
+def reconcile_command():
+    """Re-arm overdue groups from the database now (after a Redis outage, say)."""
+    ids = events.reconcile()
+    click.echo(f"re-armed {len(ids)} conversation(s)")
+
+
+def init_app(app):
+    app.cli.add_command(worker_command)
+    app.cli.add_command(scheduler_command)
+    app.cli.add_command(held_cli)
+    app.cli.add_command(reconcile_command)

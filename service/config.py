@@ -1,0 +1,56 @@
+"""Configuration from the environment, read in one place."""
+
+import os
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+def _number(env, name, default, cast=float):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def database_url(url):
+    """Use psycopg2 for plain PostgreSQL URLs (SQLAlchemy 2.1 would pick psycopg 3)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def load_config(instance_path, env=None):
+    """Build the Flask config mapping from environment variables."""
+    env = os.environ if env is None else env
+    sqlite_path = Path(instance_path) / "conversations.db"
+    secrets = [s.strip() for s in env.get("WEBHOOK_SECRET", "").split(",") if s.strip()]
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url(
+            env.get("DATABASE_URL") or f"sqlite:///{sqlite_path}"
+        ),
+        "REDIS_URL": env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        "RQ_QUEUE": env.get("RQ_QUEUE") or "conversations",
+        "MAX_CONTENT_LENGTH": _number(env, "MAX_BODY_BYTES", 1024 * 1024, int),
+        "MAX_MESSAGE_CHARS": _number(env, "MAX_MESSAGE_CHARS", 4096, int),
+        "QUIET_SECONDS": _number(env, "QUIET_SECONDS", 5.0),
+        "HOLD_SECONDS": _number(env, "HOLD_SECONDS", 6.0),
+        "SCHEDULER_INTERVAL": _number(env, "SCHEDULER_INTERVAL", 0.1),
+        "RECONCILE_INTERVAL": _number(env, "RECONCILE_INTERVAL", 5, int),
+        "RECONCILE_GRACE_SECONDS": _number(env, "RECONCILE_GRACE_SECONDS", 3.0),
+        "RETRY_AFTER_SECONDS": _number(env, "RETRY_AFTER_SECONDS", 5, int),
+        "WEBHOOK_SECRETS": secrets,
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    }

@@ -1,0 +1,500 @@
+"""Use cases: each webhook event and each reply-pipeline step, one transaction apiece.
+
+Order of writes for an accepted message: the database row is written (not committed), then
+the Redis buffer, then the commit. A Redis failure therefore rolls the row back (503, nothing
+changed); a failed commit takes the buffer entry back. The database is the record of which
+messages were answered; the buffer only times the groups and can be rebuilt from it.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import redis.exceptions
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from flask import current_app
+
+from service import clock, metrics
+from service.buffer import ReplyBuffer
+from service.clock import seconds_us, to_datetime, to_us
+from service.extensions import db, redis_client
+from service.live import publish
+from service.models import Conversation, HeldMessage, Message
+from service.rules import (
+    CLOSED,
+    EXPIRED,
+    HELD,
+    INBOUND,
+    OPEN,
+    Rejected,
+    check_can_close,
+    check_can_receive,
+    flush_due_us,
+    message_type,
+    reply_content,
+    reply_id,
+    within_hold,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an accepted NEW_MESSAGE became."""
+
+    status: str  # "accepted" or "held"
+    message_id: str
+    conversation_id: str
+    reply_due_at: object = None
+
+
+def reply_buffer():
+    """The app's reply buffer."""
+    ext = current_app.extensions
+    if "reply_buffer" not in ext:
+        ttl_ms = (current_app.config["QUIET_SECONDS"] + 60) * 1000
+        ext["reply_buffer"] = ReplyBuffer(redis_client.client, key_ttl_ms=ttl_ms)
+    return ext["reply_buffer"]
+
+
+def quiet_us():
+    return seconds_us(current_app.config["QUIET_SECONDS"])
+
+
+def hold_us():
+    return seconds_us(current_app.config["HOLD_SECONDS"])
+
+
+def _commit_or_rollback(on_failure=None):
+    try:
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        if on_failure is not None:
+            on_failure()
+        raise
+
+
+def _conversation_status(conversation_id, lock):
+    query = select(Conversation.status).where(Conversation.id == conversation_id)
+    if lock == "share":
+        query = query.with_for_update(read=True)
+    elif lock == "update":
+        query = query.with_for_update()
+    return db.session.execute(query).scalar_one_or_none()
+
+
+def create_conversation(conversation_id):
+    """NEW_CONVERSATION: open it and let held messages join it."""
+    now = clock.now_us()
+    moment = to_datetime(now)
+    try:
+        db.session.execute(
+            insert(Conversation).values(
+                id=conversation_id, status=OPEN, created_at=moment, updated_at=moment
+            )
+        )
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Rejected(
+            "conversation_exists", "A conversation with this id already exists."
+        ) from None
+    joined = _adopt_held(conversation_id, created_us=now, now=now)
+    added = _buffer_joined(conversation_id, joined)
+    _commit_or_rollback()
+    log.info("conversation_created", extra={"conversation_id": str(conversation_id)})
+    publish(redis_client.client, "conversation.created", conversation_id=conversation_id, at=moment)
+    _after_joined(conversation_id, joined, added)
+    return db.session.get(Conversation, conversation_id)
+
+
+def _adopt_held(conversation_id, created_us, now):
+    """Move held messages that arrived within the hold window into the conversation."""
+    held = (
+        db.session.execute(
+            select(HeldMessage)
+            .where(HeldMessage.conversation_id == conversation_id, HeldMessage.status == HELD)
+            .order_by(HeldMessage.received_at, HeldMessage.id)
+            .with_for_update()
+        )
+        .scalars()
+        .all()
+    )
+    joined = []
+    for message in held:
+        received = to_us(message.received_at)
+        if within_hold(received, created_us, hold_us()):
+            joined.append(message)
+        else:
+            _expire(message, now)
+    if joined:
+        db.session.execute(
+            insert(Message),
+            [
+                {
+                    "id": m.id,
+                    "conversation_id": conversation_id,
+                    "type": m.type,
+                    "content": m.content,
+                    "timestamp": m.timestamp,
+                    "received_at": m.received_at,
+                }
+                for m in joined
+            ],
+        )
+        db.session.execute(delete(HeldMessage).where(HeldMessage.id.in_([m.id for m in joined])))
+    return joined
+
+
+def _buffer_joined(conversation_id, joined):
+    arrivals = [(m.id, to_us(m.received_at)) for m in joined if m.type == INBOUND]
+    return reply_buffer().add(conversation_id, arrivals) if arrivals else None
+
+
+def _after_joined(conversation_id, joined, added):
+    for message in joined:
+        metrics.JOINED.inc()
+        log.info(
+            "held_message_joined",
+            extra={"conversation_id": str(conversation_id), "message_id": str(message.id)},
+        )
+    if added is not None and added.must_schedule:
+        schedule_flush(conversation_id, flush_due_us(added.newest_us, quiet_us()))
+
+
+def _expire(held, now):
+    held.status = EXPIRED
+    held.expired_at = to_datetime(now)
+    metrics.EXPIRED.inc()
+    log.warning(
+        "held_message_expired",
+        extra={"conversation_id": str(held.conversation_id), "message_id": str(held.id)},
+    )
+
+
+def accept_message(message_id, conversation_id, content, timestamp, direction):
+    """NEW_MESSAGE: store it and add it to its conversation's group, or hold it."""
+    now = clock.now_us()
+    status = _conversation_status(conversation_id, lock="share")
+    if status is None:
+        return _hold(message_id, conversation_id, content, timestamp, direction, now)
+    check_can_receive(status)
+    _check_not_held(message_id)
+    kind = message_type(direction)
+    try:
+        db.session.execute(
+            insert(Message).values(
+                id=message_id,
+                conversation_id=conversation_id,
+                type=kind,
+                content=content,
+                timestamp=timestamp,
+                received_at=to_datetime(now),
+            )
+        )
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Rejected(
+            "duplicate_message", "A message with this id was already received."
+        ) from None
+    if kind != INBOUND:
+        _commit_or_rollback()
+        return Outcome("accepted", str(message_id), str(conversation_id))
+    try:
+        added = reply_buffer().add(conversation_id, [(message_id, now)])
+    except BaseException:
+        db.session.rollback()
+        raise
+    _commit_or_rollback(lambda: reply_buffer().withdraw(conversation_id, message_id))
+    due = flush_due_us(now, quiet_us())
+    if added.must_schedule:
+        schedule_flush(conversation_id, due)
+    publish(
+        redis_client.client,
+        "message.accepted",
+        conversation_id=conversation_id,
+        message_id=message_id,
+        reply_due_at=to_datetime(due),
+    )
+    return Outcome("accepted", str(message_id), str(conversation_id), to_datetime(due))
+
+
+def _check_not_held(message_id):
+    held = db.session.execute(
+        select(HeldMessage.status).where(HeldMessage.id == message_id)
+    ).scalar_one_or_none()
+    if held == EXPIRED:
+        raise Rejected(
+            "message_expired", "This message was dropped: its conversation came too late."
+        )
+    if held is not None:
+        raise Rejected("duplicate_message", "A message with this id is already held.")
+
+
+def _hold(message_id, conversation_id, content, timestamp, direction, now):
+    """Keep a message whose conversation is not known yet, for the hold window."""
+    held = db.session.get(HeldMessage, message_id)
+    if held is not None:
+        if held.status == EXPIRED or not within_hold(to_us(held.received_at), now, hold_us()):
+            raise Rejected(
+                "message_expired", "This message was dropped: its conversation came too late."
+            )
+        raise Rejected("duplicate_message", "A message with this id is already held.")
+    if db.session.get(Message, message_id) is not None:
+        raise Rejected("duplicate_message", "A message with this id was already received.")
+    try:
+        db.session.execute(
+            insert(HeldMessage).values(
+                id=message_id,
+                conversation_id=conversation_id,
+                type=message_type(direction),
+                content=content,
+                timestamp=timestamp,
+                received_at=to_datetime(now),
+                status=HELD,
+            )
+        )
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Rejected("duplicate_message", "A message with this id is already held.") from None
+    metrics.HELD.inc()
+    log.info(
+        "message_held",
+        extra={"conversation_id": str(conversation_id), "message_id": str(message_id)},
+    )
+    expires = to_datetime(now + hold_us())
+    publish(
+        redis_client.client,
+        "message.held",
+        conversation_id=conversation_id,
+        message_id=message_id,
+        expires_at=expires,
+    )
+    return Outcome("held", str(message_id), str(conversation_id))
+
+
+def close_conversation(conversation_id):
+    """CLOSE_CONVERSATION: answer the open group now, then close."""
+    now = clock.now_us()
+    check_can_close(_conversation_status(conversation_id, lock="update"))
+    answered = _answer_group(conversation_id, now)
+    db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(status=CLOSED, updated_at=to_datetime(now))
+    )
+    _commit_or_rollback()
+    try:
+        reply_buffer().discard(conversation_id)
+    except Exception as exc:  # the buffer expires on its own; the database is closed
+        log.warning("buffer_discard_failed", extra={"reason": str(exc)})
+    if answered:
+        _reply_created(conversation_id, answered, "close", None, now)
+    log.info("conversation_closed", extra={"conversation_id": str(conversation_id)})
+    publish(
+        redis_client.client,
+        "conversation.closed",
+        conversation_id=conversation_id,
+        at=to_datetime(now),
+    )
+    return db.session.get(Conversation, conversation_id)
+
+
+def _answer_group(conversation_id, now, upto_us=None):
+    """Write the one reply for the unanswered inbound messages (up to an arrival time).
+
+    Returns (reply_id, message_ids), or None when nothing was waiting. Called with the
+    conversation row locked, so two flushes of one group answer it once.
+    """
+    query = select(Message.id).where(
+        Message.conversation_id == conversation_id,
+        Message.type == INBOUND,
+        Message.reply_id.is_(None),
+    )
+    if upto_us is not None:
+        query = query.where(Message.received_at <= to_datetime(upto_us))
+    ids = db.session.execute(query.order_by(Message.received_at, Message.id)).scalars().all()
+    if not ids:
+        return None
+    reply = reply_id(ids[0])
+    moment = to_datetime(now)
+    db.session.execute(
+        insert(Message).values(
+            id=reply,
+            conversation_id=conversation_id,
+            type="OUTBOUND",
+            content=reply_content(ids),
+            timestamp=moment,
+            received_at=moment,
+            generated=True,
+        )
+    )
+    db.session.execute(update(Message).where(Message.id.in_(ids)).values(reply_id=reply))
+    db.session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=moment)
+    )
+    return reply, ids
+
+
+def _reply_created(conversation_id, answered, trigger, newest_us, now):
+    reply, ids = answered
+    metrics.REPLIES.labels(trigger).inc()
+    extra = {
+        "conversation_id": str(conversation_id),
+        "reply_id": str(reply),
+        "message_ids": [str(i) for i in ids],
+        "trigger": trigger,
+    }
+    if newest_us is not None:
+        lateness = (now - flush_due_us(newest_us, quiet_us())) / 1_000_000
+        metrics.REPLY_LATENESS.observe(lateness)
+        extra["lateness_s"] = round(lateness, 4)
+    log.info("reply_created", extra=extra)
+    publish(
+        redis_client.client,
+        "reply.created",
+        conversation_id=conversation_id,
+        message_id=reply,
+        message_ids=list(ids),
+        at=to_datetime(now),
+    )
+
+
+def flush_job_id(conversation_id, due_us):
+    return f"flush_group-{conversation_id}-{due_us}"
+
+
+def schedule_flush(conversation_id, due_us):
+    """Arrange for `flush_group` to look at the conversation when its group may be quiet.
+
+    Called after the commit: if Redis fails now, the message is already safe in the
+    database and `reconcile_groups` will arm its group, so the caller is not failed.
+    """
+    from service.jobs import flush_group
+    from service.queueing import run_at
+
+    job_id = flush_job_id(conversation_id, due_us)
+    try:
+        run_at(due_us, flush_group, str(conversation_id), job_id=job_id)
+    except redis.exceptions.RedisError as exc:
+        log.error(
+            "flush_group_schedule_failed",
+            extra={"conversation_id": str(conversation_id), "reason": str(exc)},
+        )
+
+
+def flush(conversation_id):
+    """Answer the conversation's group if it has been quiet long enough, else re-arm."""
+    now = clock.now_us()
+    buffer = reply_buffer()
+    decision = buffer.decide(conversation_id, now, quiet_us())
+    metrics.FLUSHES.labels(decision.action).inc()
+    if decision.action == "empty":
+        return "empty"
+    if decision.action == "wait":
+        schedule_flush(conversation_id, decision.at_us)
+        return "wait"
+    status = _conversation_status(conversation_id, lock="update")
+    answered = (
+        _answer_group(conversation_id, now, upto_us=decision.at_us) if status == OPEN else None
+    )
+    _commit_or_rollback()
+    remaining = buffer.ack(conversation_id, decision.at_us)
+    if answered:
+        _reply_created(conversation_id, answered, "quiet", decision.at_us, now)
+    if remaining is not None:
+        schedule_flush(conversation_id, flush_due_us(remaining, quiet_us()))
+    return "answered" if answered else "nothing"
+
+
+def reconcile():
+    """Re-arm groups the database says are unanswered past their due time.
+
+    Covers Redis losing its data, a worker killed mid-flush and a lost scheduled job.
+    Returns the conversation ids re-armed.
+    """
+    now = clock.now_us()
+    grace = seconds_us(current_app.config["RECONCILE_GRACE_SECONDS"])
+    cutoff = to_datetime(now - quiet_us() - grace)
+    overdue = (
+        db.session.execute(
+            select(Message.conversation_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.type == INBOUND,
+                Message.reply_id.is_(None),
+                Conversation.status == OPEN,
+            )
+            .group_by(Message.conversation_id)
+            .having(func.max(Message.received_at) < cutoff)
+        )
+        .scalars()
+        .all()
+    )
+    for conversation_id in overdue:
+        rows = db.session.execute(
+            select(Message.id, Message.received_at).where(
+                Message.conversation_id == conversation_id,
+                Message.type == INBOUND,
+                Message.reply_id.is_(None),
+            )
+        ).all()
+        db.session.rollback()
+        reply_buffer().add(conversation_id, [(mid, to_us(at)) for mid, at in rows])
+        schedule_flush(conversation_id, now)
+        metrics.RECONCILED.inc()
+        log.warning("reconcile_groups", extra={"conversation_id": str(conversation_id)})
+    db.session.rollback()
+    return overdue
+
+
+def expire_held():
+    """Join held messages whose conversation appeared in time; expire the rest."""
+    now = clock.now_us()
+    waiting = (
+        db.session.execute(
+            select(HeldMessage.conversation_id).where(HeldMessage.status == HELD).distinct()
+        )
+        .scalars()
+        .all()
+    )
+    expired = 0
+    for conversation_id in waiting:
+        created = db.session.execute(
+            select(Conversation.created_at).where(Conversation.id == conversation_id)
+        ).scalar_one_or_none()
+        if created is not None:
+            joined = _adopt_held(conversation_id, created_us=to_us(created), now=now)
+            added = _buffer_joined(conversation_id, joined)
+            _commit_or_rollback()
+            _after_joined(conversation_id, joined, added)
+            continue
+        stale = (
+            db.session.execute(
+                select(HeldMessage)
+                .where(
+                    HeldMessage.conversation_id == conversation_id,
+                    HeldMessage.status == HELD,
+                    HeldMessage.received_at < to_datetime(now - hold_us()),
+                )
+                .with_for_update(skip_locked=True)
+            )
+            .scalars()
+            .all()
+        )
+        for held in stale:
+            _expire(held, now)
+            publish(
+                redis_client.client,
+                "message.expired",
+                conversation_id=conversation_id,
+                message_id=held.id,
+            )
+        expired += len(stale)
+        _commit_or_rollback()
+    return expired

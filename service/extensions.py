@@ -1,0 +1,64 @@
+"""Extensions, created unbound here and bound to the app in `create_app`."""
+
+import redis
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
+
+from flask import current_app
+
+from service.api import Api
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+migrate = Migrate()
+api = Api()
+
+
+class RedisClient:
+    """Holds one Redis connection pool per app; RQ needs raw bytes, so no decoding."""
+
+    def init_app(self, app):
+        app.extensions["redis"] = redis.Redis.from_url(
+            app.config["REDIS_URL"],
+            protocol=2,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+        )
+
+    @property
+    def client(self):
+        return current_app.extensions["redis"]
+
+
+redis_client = RedisClient()
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_connect(dbapi_connection, connection_record):
+    """WAL and a busy timeout let the web and worker processes share the file."""
+    if type(dbapi_connection).__module__ != "sqlite3":
+        return
+    # Take over transaction control so `_sqlite_begin` can start them IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(connection):
+    """Serialise SQLite transactions up front, since it has no row locks to take later."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

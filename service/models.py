@@ -1,0 +1,99 @@
+"""Database models: plain records; the rules live in `service.rules` and `service.events`."""
+
+from datetime import UTC
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, TypeDecorator, Uuid
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.extensions import db
+from service.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = _DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and dialect.name == "sqlite":
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Conversation(db.Model):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        CheckConstraint(f"status IN ('{OPEN}', '{CLOSED}')", name="status"),
+        Index("ix_conversations_created_at_id", "created_at", "id"),
+        Index("ix_conversations_status_created_at_id", "status", "created_at", "id"),
+    )
+
+    id: Mapped[Uuid] = mapped_column(Uuid, primary_key=True)
+    status: Mapped[str] = mapped_column(String(6), nullable=False)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class Message(db.Model):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(f"type IN ('{INBOUND}', '{OUTBOUND}')", name="type"),
+        CheckConstraint(f"reply_id IS NULL OR type = '{INBOUND}'", name="reply_only_inbound"),
+        CheckConstraint("length(content) > 0", name="content_not_empty"),
+        Index("ix_messages_conversation_id_received_at", "conversation_id", "received_at", "id"),
+        # Inbound messages still waiting for their reply: what the reply pipeline reads.
+        Index(
+            "ix_messages_unanswered",
+            "conversation_id",
+            "received_at",
+            postgresql_where=db.text(f"type = '{INBOUND}' AND reply_id IS NULL"),
+            sqlite_where=db.text(f"type = '{INBOUND}' AND reply_id IS NULL"),
+        ),
+        Index("ix_messages_reply_id", "reply_id"),
+    )
+
+    id: Mapped[Uuid] = mapped_column(Uuid, primary_key=True)
+    conversation_id = mapped_column(
+        Uuid, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    )
+    type: Mapped[str] = mapped_column(String(8), nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    # The event's timestamp for received messages; the generation time for replies.
+    timestamp = mapped_column(UTCDateTime, nullable=False)
+    # The service's own arrival clock: grouping and ordering use it, never the sender's.
+    received_at = mapped_column(UTCDateTime, nullable=False)
+    # For an INBOUND message: the OUTBOUND reply that answered its group.
+    reply_id = mapped_column(Uuid, ForeignKey("messages.id"), nullable=True)
+    # True for replies the service generated, False for messages that came in as events.
+    generated: Mapped[bool] = mapped_column(db.Boolean, nullable=False, default=False)
+
+
+class HeldMessage(db.Model):
+    """A message that arrived before its conversation: held, then joined or expired."""
+
+    __tablename__ = "held_messages"
+    __table_args__ = (
+        CheckConstraint(f"status IN ('{HELD}', '{EXPIRED}')", name="status"),
+        CheckConstraint(f"type IN ('{INBOUND}', '{OUTBOUND}')", name="type"),
+        CheckConstraint("length(content) > 0", name="content_not_empty"),
+        Index("ix_held_messages_conversation_id", "conversation_id"),
+        Index("ix_held_messages_status_received_at", "status", "received_at"),
+    )
+
+    id: Mapped[Uuid] = mapped_column(Uuid, primary_key=True)
+    conversation_id = mapped_column(Uuid, nullable=False)
+    type: Mapped[str] = mapped_column(String(8), nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    timestamp = mapped_column(UTCDateTime, nullable=False)
+    received_at = mapped_column(UTCDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(String(7), nullable=False)
+    expired_at = mapped_column(UTCDateTime, nullable=True)

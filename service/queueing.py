@@ -1,0 +1,84 @@
+"""RQ plumbing: JSON-serialised jobs, the queue, and an rq-scheduler with exact due times."""
+
+from datetime import UTC, datetime
+
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq_scheduler import Scheduler
+
+from flask import current_app
+
+from service import clock
+from service.extensions import redis_client
+
+
+class JsonJob(Job):
+    """Jobs carry ids and numbers only, so JSON replaces pickle."""
+
+    def __init__(self, id=None, connection=None, serializer=None):
+        super().__init__(id=id, connection=connection, serializer=JSONSerializer)
+
+
+class JsonQueue(Queue):
+    job_class = JsonJob
+
+    def __init__(self, *args, **kwargs):
+        kwargs["serializer"] = JSONSerializer
+        kwargs.setdefault("job_class", JsonJob)
+        super().__init__(*args, **kwargs)
+
+
+class PreciseScheduler(Scheduler):
+    """rq-scheduler keeping sub-second due times.
+
+    The stock scheduler stores due times rounded down to the second, so a job may run up to
+    a second early; a reply would then wait for a second round trip. Here the score is the
+    exact due time and the poll compares against the exact clock.
+    """
+
+    job_class = JsonJob
+    queue_class = JsonQueue
+
+    def enqueue_at(self, scheduled_time, func, *args, **kwargs):
+        job_id = kwargs.pop("job_id", None)
+        job = self._create_job(func, args=args, kwargs=kwargs, id=job_id)
+        self.connection.zadd(self.scheduled_jobs_key, {job.id: scheduled_time.timestamp()})
+        return job
+
+    def get_jobs_to_queue(self, with_times=False):
+        return self.get_jobs(clock.now_us() / 1_000_000, with_times=with_times)
+
+
+def get_queue():
+    """The app's job queue."""
+    return JsonQueue(current_app.config["RQ_QUEUE"], connection=redis_client.client)
+
+
+def get_scheduler(interval=None):
+    """A scheduler feeding the app's queue."""
+    return PreciseScheduler(
+        queue=get_queue(),
+        connection=redis_client.client,
+        interval=interval or current_app.config["SCHEDULER_INTERVAL"],
+    )
+
+
+def get_worker(name=None):
+    """A non-forking worker: jobs are short, and a fork per job would cost more than them."""
+    return SimpleWorker(
+        [get_queue()],
+        connection=redis_client.client,
+        serializer=JSONSerializer,
+        job_class=JsonJob,
+        name=name,
+    )
+
+
+def run_at(due_us, func, *args, job_id):
+    """Run `func(*args)` at `due_us`: through the scheduler, or at once when already due."""
+    if due_us <= clock.now_us():
+        get_queue().enqueue(func, *args, job_id=job_id)
+    else:
+        due = datetime.fromtimestamp(due_us / 1_000_000, tz=UTC)
+        get_scheduler().enqueue_at(due, func, *args, job_id=job_id)

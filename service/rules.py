@@ -1,0 +1,70 @@
+"""Pure business rules: no Flask, no database, no Redis."""
+
+import uuid
+
+OPEN = "OPEN"
+CLOSED = "CLOSED"
+INBOUND = "INBOUND"
+OUTBOUND = "OUTBOUND"
+HELD = "HELD"
+EXPIRED = "EXPIRED"
+RECEIVED = "RECEIVED"
+SENT = "SENT"
+
+REPLY_HEADER = "Mensagens recebidas:\n"
+# Replies get ids derived from their group's first message, so a group answered twice
+# (a job run again, two workers) collides on the primary key instead of adding a row.
+REPLY_NAMESPACE = uuid.UUID("0b6f3f0e-6d0a-4d5c-9a57-5b0f2f3e9a11")
+
+
+class Rejected(Exception):
+    """An event the rules refuse; nothing was changed."""
+
+    def __init__(self, error, message):
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+def check_can_receive(status):
+    """A message may join only an open conversation."""
+    if status == CLOSED:
+        raise Rejected("conversation_closed", "The conversation is closed.")
+
+
+def check_can_close(status):
+    """Only an open conversation can be closed."""
+    if status is None:
+        raise Rejected("conversation_not_found", "No conversation with this id.")
+    if status == CLOSED:
+        raise Rejected("conversation_closed", "The conversation is already closed.")
+
+
+def message_type(direction):
+    """A customer's message is INBOUND; one the business already sent is stored OUTBOUND."""
+    return OUTBOUND if direction == SENT else INBOUND
+
+
+def reply_content(message_ids):
+    """The automatic reply listing a group's message ids in arrival order."""
+    return REPLY_HEADER + "".join(f"{message_id}\n" for message_id in message_ids)
+
+
+def reply_id(first_message_id):
+    """The deterministic id of the reply to the group starting with this message."""
+    return uuid.uuid5(REPLY_NAMESPACE, str(first_message_id))
+
+
+def flush_due_us(newest_arrival_us, quiet_us):
+    """When the group whose newest message arrived then may be answered."""
+    return newest_arrival_us + quiet_us
+
+
+def is_quiet(newest_arrival_us, now_us, quiet_us):
+    """A group closes once the quiet window after its newest message has fully passed."""
+    return now_us >= flush_due_us(newest_arrival_us, quiet_us)
+
+
+def within_hold(received_us, now_us, hold_us):
+    """A held message may still join its conversation."""
+    return now_us - received_us <= hold_us

@@ -1,0 +1,82 @@
+"""Event builders and job drivers shared by the tests."""
+
+import time
+import uuid
+
+from rq.registry import FailedJobRegistry
+
+from service.queueing import get_queue, get_scheduler, get_worker
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def new_conversation(conversation_id, timestamp="2025-06-04T14:20:00Z"):
+    return {"type": "NEW_CONVERSATION", "timestamp": timestamp, "data": {"id": conversation_id}}
+
+
+def new_message(
+    message_id, conversation_id, content="Olá", timestamp="2025-06-04T14:20:05Z", **extra
+):
+    data = {"id": message_id, "conversation_id": conversation_id, "content": content, **extra}
+    return {"type": "NEW_MESSAGE", "timestamp": timestamp, "data": data}
+
+
+def close_conversation(conversation_id, timestamp="2025-06-04T14:25:00Z"):
+    return {"type": "CLOSE_CONVERSATION", "timestamp": timestamp, "data": {"id": conversation_id}}
+
+
+def post(client, event, status=None):
+    """POST an event; check the status when given."""
+    response = client.post("/webhook/", json=event)
+    if status is not None:
+        assert response.status_code == status, response.get_json()
+    return response
+
+
+def open_conversation(client):
+    conversation_id = new_id()
+    post(client, new_conversation(conversation_id), 201)
+    return conversation_id
+
+
+def messages(client, conversation_id):
+    response = client.get(f"/conversations/{conversation_id}/")
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["messages"]
+
+
+def replies(client, conversation_id):
+    return [m for m in messages(client, conversation_id) if m["type"] == "OUTBOUND"]
+
+
+def reply_ids(reply):
+    """The message ids a reply lists."""
+    header, *ids = reply["content"].rstrip("\n").split("\n")
+    assert header == "Mensagens recebidas:"
+    return ids
+
+
+def run_due_jobs(max_rounds=50):
+    """Move due scheduled jobs to the queue and run them in-process until none is due."""
+    scheduler, worker, queue = get_scheduler(), get_worker(), get_queue()
+    for _ in range(max_rounds):
+        scheduler.enqueue_jobs()
+        if queue.count == 0:
+            break
+        worker.work(burst=True)
+    failed = FailedJobRegistry(queue=queue)
+    assert failed.count == 0, [queue.fetch_job(j).exc_info for j in failed.get_job_ids()]
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05):
+    """Poll until predicate() is truthy; return its value or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
