@@ -34,19 +34,28 @@ return 1
 """
 
 # KEYS: buffer, armed. ARGV: ttl_ms, now, quiet.
-# Returns {'empty'}, {'wait', due} (the flush stays armed) or {'ready', newest}.
+# The oldest group ends at the first gap of `quiet` or more between arrivals; when no gap is
+# found, it ends with the newest message and is complete only once `quiet` has passed since.
+# So a flush that runs late never merges two groups, and one that runs early re-arms.
+# Returns {'empty'}, {'wait', due} (the flush stays armed) or {'ready', newest of the group}.
 DECIDE = """
-local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if #newest == 0 then
+local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+if #rows == 0 then
   redis.call('DEL', KEYS[2])
   return {'empty'}
 end
-local due = tonumber(newest[2]) + tonumber(ARGV[3])
-if tonumber(ARGV[2]) < due then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-  return {'wait', string.format('%.0f', due)}
+local quiet = tonumber(ARGV[3])
+local last = tonumber(rows[2])
+for i = 4, #rows, 2 do
+  local score = tonumber(rows[i])
+  if score - last >= quiet then return {'ready', string.format('%.0f', last)} end
+  last = score
 end
-return {'ready', newest[2]}
+if tonumber(ARGV[2]) < last + quiet then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return {'wait', string.format('%.0f', last + quiet)}
+end
+return {'ready', string.format('%.0f', last)}
 """
 
 # KEYS: buffer, armed. ARGV: ttl_ms, newest score of the answered group.
@@ -81,7 +90,7 @@ class Added:
 @dataclass(frozen=True)
 class Decision:
     action: str  # "empty", "wait" or "ready"
-    at_us: int | None = None  # due time when waiting, newest arrival when ready
+    at_us: int | None = None  # due time when waiting; the group's newest arrival when ready
 
 
 class ReplyBuffer:

@@ -408,7 +408,9 @@ def flush(conversation_id):
     if answered:
         _reply_created(conversation_id, answered, "quiet", decision.at_us, now)
     if remaining is not None:
-        schedule_flush(conversation_id, flush_due_us(remaining, quiet_us()))
+        # Messages came in while this group was being answered: look again at once, and
+        # the decision will wait for their own quiet window.
+        schedule_flush(conversation_id, now)
     return "answered" if answered else "nothing"
 
 

@@ -1,0 +1,356 @@
+"""The reply pipeline on real PostgreSQL, Redis and RQ workers, with the clock under control."""
+
+import threading
+
+import pytest
+
+from service import events, jobs
+from service.buffer import keys
+from tests.helpers import (
+    close_conversation,
+    messages,
+    new_conversation,
+    new_id,
+    new_message,
+    open_conversation,
+    post,
+    replies,
+    reply_ids,
+    run_due_jobs,
+)
+
+
+def send(client, conversation_id, message_id=None):
+    message_id = message_id or new_id()
+    post(client, new_message(message_id, conversation_id), 202)
+    return message_id
+
+
+def buffer_keys(redis_conn):
+    return sorted(k.decode() for k in redis_conn.keys("conv:*"))
+
+
+def test_single_message_is_answered_after_the_quiet_window(client, fake_clock, redis_conn):
+    conversation_id = open_conversation(client)
+    message_id = send(client, conversation_id)
+
+    fake_clock.advance(4.9)
+    run_due_jobs()
+    assert replies(client, conversation_id) == []
+
+    fake_clock.advance(0.1)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply["content"] == f"Mensagens recebidas:\n{message_id}\n"
+    assert buffer_keys(redis_conn) == []
+
+
+def test_messages_4_9_seconds_apart_form_one_group(client, fake_clock):
+    conversation_id = open_conversation(client)
+    first = send(client, conversation_id)
+    fake_clock.advance(4.9)
+    run_due_jobs()
+    second = send(client, conversation_id)
+    fake_clock.advance(4.9)
+    run_due_jobs()
+    assert replies(client, conversation_id) == []
+    fake_clock.advance(0.1)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [first, second]
+
+
+def test_messages_5_1_seconds_apart_form_two_groups(client, fake_clock):
+    conversation_id = open_conversation(client)
+    first = send(client, conversation_id)
+    fake_clock.advance(5.1)
+    # The second message arrives before any job ran: the late flush must still split.
+    second = send(client, conversation_id)
+    run_due_jobs()
+    assert [reply_ids(r) for r in replies(client, conversation_id)] == [[first]]
+    fake_clock.advance(5.0)
+    run_due_jobs()
+    assert [reply_ids(r) for r in replies(client, conversation_id)] == [[first], [second]]
+
+
+def test_burst_at_0_2_4_seconds_gives_one_reply_in_arrival_order(client, fake_clock):
+    conversation_id = open_conversation(client)
+    ids = []
+    for _ in range(3):
+        ids.append(send(client, conversation_id))
+        fake_clock.advance(2)
+        run_due_jobs()
+    fake_clock.advance(3)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == ids
+    recorded = [m["id"] for m in messages(client, conversation_id)]
+    assert recorded == ids + [reply["id"]]
+
+
+def test_messages_every_4_seconds_never_close_the_group_early(client, fake_clock):
+    conversation_id = open_conversation(client)
+    ids = []
+    for _ in range(5):
+        ids.append(send(client, conversation_id))
+        fake_clock.advance(4)
+        run_due_jobs()
+        assert replies(client, conversation_id) == []
+    fake_clock.advance(1)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == ids
+
+
+def test_flush_job_run_twice_answers_once(client, fake_clock):
+    conversation_id = open_conversation(client)
+    send(client, conversation_id)
+    fake_clock.advance(5)
+    assert jobs.flush_group(conversation_id) == "answered"
+    assert jobs.flush_group(conversation_id) == "empty"
+    run_due_jobs()
+    assert len(replies(client, conversation_id)) == 1
+
+
+def test_two_workers_flushing_at_once_answer_once(app, client, fake_clock):
+    conversation_id = open_conversation(client)
+    send(client, conversation_id)
+    fake_clock.advance(5)
+    barrier = threading.Barrier(4)
+    results = []
+
+    def flush():
+        with app.app_context():
+            barrier.wait()
+            results.append(jobs.flush_group(conversation_id))
+
+    threads = [threading.Thread(target=flush) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("answered") == 1
+    assert len(replies(client, conversation_id)) == 1
+
+
+def test_twenty_five_concurrent_messages_get_one_reply(app, client, fake_clock):
+    conversation_id = open_conversation(client)
+    ids = [new_id() for _ in range(25)]
+    barrier = threading.Barrier(len(ids))
+    statuses = []
+
+    def deliver(message_id):
+        with app.test_client() as c:
+            barrier.wait()
+            statuses.append(
+                c.post("/webhook/", json=new_message(message_id, conversation_id)).status_code
+            )
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [202] * 25
+    fake_clock.advance(5)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert sorted(reply_ids(reply)) == sorted(ids)
+
+
+def test_message_arriving_while_its_group_is_answered_joins_the_next(
+    client, fake_clock, monkeypatch
+):
+    conversation_id = open_conversation(client)
+    first = send(client, conversation_id)
+    fake_clock.advance(5)
+    late = []
+    ack = events.ReplyBuffer.ack
+
+    def ack_after_a_new_message(self, *args):
+        if not late:
+            late.append(send(client, conversation_id))
+        return ack(self, *args)
+
+    monkeypatch.setattr(events.ReplyBuffer, "ack", ack_after_a_new_message)
+    run_due_jobs()
+    assert [reply_ids(r) for r in replies(client, conversation_id)] == [[first]]
+    fake_clock.advance(5)
+    run_due_jobs()
+    assert [reply_ids(r) for r in replies(client, conversation_id)] == [[first], late]
+
+
+def test_flush_failing_before_commit_is_recovered_by_reconcile(
+    client, fake_clock, monkeypatch, redis_conn
+):
+    conversation_id = open_conversation(client)
+    message_id = send(client, conversation_id)
+    fake_clock.advance(5)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker died")
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError):
+        patch.setattr(events, "_answer_group", crash)
+        jobs.flush_group(conversation_id)
+    assert replies(client, conversation_id) == []
+
+    fake_clock.advance(3.5)
+    assert [str(c) for c in events.reconcile()] == [conversation_id]
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [message_id]
+    assert events.reconcile() == []
+
+
+def test_flush_failing_after_commit_does_not_answer_twice(client, fake_clock, monkeypatch):
+    conversation_id = open_conversation(client)
+    send(client, conversation_id)
+    fake_clock.advance(5)
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError):
+        patch.setattr(events.ReplyBuffer, "ack", lambda *a: (_ for _ in ()).throw(RuntimeError()))
+        jobs.flush_group(conversation_id)
+    fake_clock.advance(60)
+    events.reconcile()
+    run_due_jobs()
+    assert jobs.flush_group(conversation_id) in ("empty", "nothing")
+    assert len(replies(client, conversation_id)) == 1
+
+
+def test_redis_flushed_mid_window_messages_are_still_answered(client, fake_clock, redis_conn):
+    conversation_id = open_conversation(client)
+    first = send(client, conversation_id)
+    redis_conn.flushdb()
+    fake_clock.advance(1)
+    second = send(client, conversation_id)
+    fake_clock.advance(5)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [first, second]
+
+
+def test_redis_flushed_with_no_further_message_reconcile_answers(client, fake_clock, redis_conn):
+    conversation_id = open_conversation(client)
+    message_id = send(client, conversation_id)
+    redis_conn.flushdb()
+    fake_clock.advance(5)
+    run_due_jobs()
+    assert replies(client, conversation_id) == []
+    fake_clock.advance(3.5)
+    events.reconcile()
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [message_id]
+
+
+def test_close_answers_the_open_group_at_once(client, fake_clock, redis_conn):
+    conversation_id = open_conversation(client)
+    ids = [send(client, conversation_id)]
+    fake_clock.advance(1)
+    ids.append(send(client, conversation_id))
+    post(client, close_conversation(conversation_id), 200)
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == ids
+    assert buffer_keys(redis_conn) == []
+    fake_clock.advance(10)
+    run_due_jobs()
+    events.reconcile()
+    assert len(replies(client, conversation_id)) == 1
+    post(client, new_message(new_id(), conversation_id), 400)
+
+
+def test_close_with_nothing_pending_adds_no_reply(client):
+    conversation_id = open_conversation(client)
+    post(client, close_conversation(conversation_id), 200)
+    assert messages(client, conversation_id) == []
+
+
+def test_held_message_joins_at_5_9_seconds(client, fake_clock, redis_conn):
+    conversation_id, message_id = new_id(), new_id()
+    response = post(client, new_message(message_id, conversation_id), 202)
+    assert response.get_json()["status"] == "held"
+    fake_clock.advance(5.9)
+    post(client, new_conversation(conversation_id), 201)
+    # Grouped as if it had arrived in the conversation: its window is already over.
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [message_id]
+    assert client.get("/held/").get_json()["items"] == []
+    assert buffer_keys(redis_conn) == []
+
+
+def test_held_message_expires_at_6_1_seconds(client, fake_clock, runner):
+    conversation_id, message_id = new_id(), new_id()
+    post(client, new_message(message_id, conversation_id), 202)
+    fake_clock.advance(6.1)
+    post(client, new_conversation(conversation_id), 201)
+    run_due_jobs()
+    assert messages(client, conversation_id) == []
+    response = post(client, new_message(message_id, conversation_id), 400)
+    assert response.get_json()["error"] == "message_expired"
+    [held] = client.get("/held/?status=EXPIRED").get_json()["items"]
+    assert held["id"] == message_id
+    result = runner.invoke(args=["held", "list", "--expired"])
+    assert message_id in result.output
+
+
+def test_expiry_job_drops_held_messages_whose_conversation_never_came(client, fake_clock):
+    message_id = new_id()
+    conversation_id = new_id()
+    post(client, new_message(message_id, conversation_id), 202)
+    fake_clock.advance(6)
+    assert jobs.expire_held() == 0
+    fake_clock.advance(0.1)
+    assert jobs.expire_held() == 1
+    response = post(client, new_message(message_id, conversation_id), 400)
+    assert response.get_json()["error"] == "message_expired"
+
+
+def test_held_messages_join_in_arrival_order_with_later_ones(client, fake_clock):
+    conversation_id = new_id()
+    held = [send(client, conversation_id), None]
+    fake_clock.advance(1)
+    held[1] = send(client, conversation_id)
+    fake_clock.advance(1)
+    post(client, new_conversation(conversation_id), 201)
+    fake_clock.advance(2)
+    later = send(client, conversation_id)
+    fake_clock.advance(4.9)
+    run_due_jobs()
+    assert replies(client, conversation_id) == []
+    fake_clock.advance(0.1)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == held + [later]
+
+
+def test_held_message_racing_its_conversation_is_joined_by_the_expiry_job(app, client, fake_clock):
+    conversation_id, message_id = new_id(), new_id()
+    post(client, new_conversation(conversation_id), 201)
+    # As if the hold had been written just after the conversation's transaction looked.
+    from service.clock import to_datetime
+    from service.extensions import db
+    from service.models import HeldMessage
+
+    db.session.add(
+        HeldMessage(
+            id=message_id,
+            conversation_id=conversation_id,
+            type="INBOUND",
+            content="x",
+            timestamp=to_datetime(fake_clock()),
+            received_at=to_datetime(fake_clock()),
+            status="HELD",
+        )
+    )
+    db.session.commit()
+    jobs.expire_held()
+    fake_clock.advance(5)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [message_id]
+
+
+def test_buffer_keys_share_one_hash_tag():
+    buffer, armed = keys("abc")
+    assert buffer.split("{")[1].split("}")[0] == armed.split("{")[1].split("}")[0] == "abc"
