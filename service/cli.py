@@ -26,7 +26,9 @@ PERIODIC = {
 def worker_command(burst, name):
     """Run an RQ worker for flush_group and the periodic jobs (warm shutdown on SIGTERM)."""
     worker = get_worker(name)
-    worker.work(burst=burst, with_scheduler=False, logging_level=current_app.config["LOG_LEVEL"])
+    # rq logs every job at INFO; our own flush_group lines say what matters.
+    level = "DEBUG" if current_app.config["LOG_LEVEL"] == "DEBUG" else "WARNING"
+    worker.work(burst=burst, with_scheduler=False, logging_level=level)
 
 
 def register_periodic(scheduler):

@@ -13,6 +13,11 @@ from service import clock
 from service.extensions import redis_client
 
 
+# Results are not read back: the database is the record. Failures are kept for a week.
+RESULT_TTL = 0
+FAILURE_TTL = 7 * 24 * 3600
+
+
 class JsonJob(Job):
     """Jobs carry ids and numbers only, so JSON replaces pickle."""
 
@@ -42,7 +47,13 @@ class PreciseScheduler(Scheduler):
 
     def enqueue_at(self, scheduled_time, func, *args, **kwargs):
         job_id = kwargs.pop("job_id", None)
-        job = self._create_job(func, args=args, kwargs=kwargs, id=job_id)
+        result_ttl = kwargs.pop("job_result_ttl", None)
+        failure_ttl = kwargs.pop("failure_ttl", None)
+        job = self._create_job(
+            func, args=args, kwargs=kwargs, id=job_id, result_ttl=result_ttl, commit=False
+        )
+        job.failure_ttl = failure_ttl
+        job.save()
         self.connection.zadd(self.scheduled_jobs_key, {job.id: scheduled_time.timestamp()})
         return job
 
@@ -78,7 +89,11 @@ def get_worker(name=None):
 def run_at(due_us, func, *args, job_id):
     """Run `func(*args)` at `due_us`: through the scheduler, or at once when already due."""
     if due_us <= clock.now_us():
-        get_queue().enqueue(func, *args, job_id=job_id)
+        get_queue().enqueue(
+            func, *args, job_id=job_id, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
+        )
     else:
         due = datetime.fromtimestamp(due_us / 1_000_000, tz=UTC)
-        get_scheduler().enqueue_at(due, func, *args, job_id=job_id)
+        get_scheduler().enqueue_at(
+            due, func, *args, job_id=job_id, job_result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
+        )
