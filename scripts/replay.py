@@ -99,8 +99,8 @@ def summarize(
     summary: dict[str, float | int | None] = {"count": len(values)}
     for pct in pcts:
         value = percentile(values, pct)
-        summary[f"p{pct:g}"] = None if value is None else round(value * scale, 3)
-    summary["max"] = round(max(values) * scale, 3) if values else None
+        summary[f"p{pct:g}"] = None if value is None else round(value * scale, 3) + 0.0
+    summary["max"] = round(max(values) * scale, 3) + 0.0 if values else None
     return summary
 
 
@@ -866,14 +866,18 @@ def run_scenario(
     reference = time.monotonic()
     checks: list[Check] = []
     if verify:
-        for expect in scenario.expectations:
-            checks += verify_expectation(
+        numbered = len(scenario.expectations) > 1
+        for index, expect in enumerate(scenario.expectations, 1):
+            expect_checks = verify_expectation(
                 client,
                 placeholders.substitute(expect),
                 reference,
                 default_deadline=default_deadline,
                 poll_interval=poll_interval,
             )
+            for check in expect_checks:
+                check.name = f"expect #{index} {check.name}" if numbered else check.name
+            checks += expect_checks
     return ScenarioReport(
         scenario.name, scenario.description, dict(placeholders.values), results, checks, verify
     )
