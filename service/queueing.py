@@ -12,7 +12,6 @@ from flask import current_app
 from service import clock
 from service.extensions import redis_client
 
-
 # Results are not read back: the database is the record. Failures are kept for a week.
 RESULT_TTL = 0
 FAILURE_TTL = 7 * 24 * 3600

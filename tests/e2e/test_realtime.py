@@ -2,6 +2,7 @@
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime
 
 import psycopg2
@@ -130,20 +131,21 @@ def test_twenty_five_concurrent_messages(live_stack):
 def test_worker_killed_mid_flush_the_group_is_still_answered_once(live_stack):
     conversation_id = open_conversation(live_stack)
     dsn = database_url(live_stack.env["DATABASE_URL"]).replace("+psycopg2", "")
+    message_id, _ = send(live_stack, conversation_id)
     blocker = psycopg2.connect(dsn)
     try:
         with blocker.cursor() as cur:
-            # Hold the conversation row, so the flush stops inside its transaction.
+            # Hold the conversation row, so the flush (due in 5 s) stops inside its transaction.
             cur.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (conversation_id,))
-            message_id, _ = send(live_stack, conversation_id)
 
             def flush_waiting():
-                cur2 = blocker.cursor()
-                cur2.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query LIKE '%FOR UPDATE%' AND pid <> pg_backend_pid()"
-                )
-                return cur2.fetchone()[0] > 0
+                # A fresh connection each time: pg_stat_activity is frozen within a transaction.
+                with closing(psycopg2.connect(dsn)) as probe, probe.cursor() as cur2:
+                    cur2.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%%FOR UPDATE%%'"
+                    )
+                    return cur2.fetchone()[0] > 0
 
             wait_for(flush_waiting, timeout=15)
             live_stack.kill_workers()
