@@ -8,7 +8,7 @@ from dotenv import load_dotenv
 
 from flask import Flask, g, request
 
-from service.config import load_config
+from service.config import database_url, load_config
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -35,6 +35,7 @@ def create_app(overrides=None):
     )
     if overrides:
         app.config.update(overrides)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         os.makedirs(app.instance_path, exist_ok=True)
     if not app.testing:
@@ -49,13 +50,15 @@ def create_app(overrides=None):
     redis_client.init_app(app)
     api.init_app(app)
 
-    from service import conversations, swagger, webhook
+    from service import conversations, live, ops, swagger, webhook
 
     webhook.register_event_schemas(api.spec)
     api.register_blueprint(webhook.blp)
     api.register_blueprint(conversations.blp)
     api.register_blueprint(conversations.held_blp)
     swagger.init_app(app)
+    ops.init_app(app)
+    live.init_app(app)
 
     from service import cli
 

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConfigError(RuntimeError):
@@ -51,6 +52,9 @@ def load_config(instance_path, env=None):
         "RECONCILE_GRACE_SECONDS": _number(env, "RECONCILE_GRACE_SECONDS", 3.0),
         "RETRY_AFTER_SECONDS": _number(env, "RETRY_AFTER_SECONDS", 5, int),
         "WEBHOOK_SECRETS": secrets,
+        "STREAM_SLOTS": _number(env, "STREAM_SLOTS", 4, int),
+        "STREAM_MAX_SECONDS": _number(env, "STREAM_MAX_SECONDS", 300, int),
+        "CONSOLE_DIST": env.get("CONSOLE_DIST") or str(ROOT / "console" / "dist"),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }

@@ -7,6 +7,7 @@ messages were answered; the buffer only times the groups and can be rebuilt from
 """
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 import redis.exceptions
@@ -156,7 +157,7 @@ def _buffer_joined(conversation_id, joined):
 
 def _after_joined(conversation_id, joined, added):
     for message in joined:
-        metrics.JOINED.inc()
+        metrics.count(redis_client.client, "joined")
         log.info(
             "held_message_joined",
             extra={"conversation_id": str(conversation_id), "message_id": str(message.id)},
@@ -168,7 +169,7 @@ def _after_joined(conversation_id, joined, added):
 def _expire(held, now):
     held.status = EXPIRED
     held.expired_at = to_datetime(now)
-    metrics.EXPIRED.inc()
+    metrics.count(redis_client.client, "expired")
     log.warning(
         "held_message_expired",
         extra={"conversation_id": str(held.conversation_id), "message_id": str(held.id)},
@@ -262,7 +263,7 @@ def _hold(message_id, conversation_id, content, timestamp, direction, now):
     except IntegrityError:
         db.session.rollback()
         raise Rejected("duplicate_message", "A message with this id is already held.") from None
-    metrics.HELD.inc()
+    metrics.count(redis_client.client, "held")
     log.info(
         "message_held",
         extra={"conversation_id": str(conversation_id), "message_id": str(message_id)},
@@ -343,7 +344,7 @@ def _answer_group(conversation_id, now, upto_us=None):
 
 def _reply_created(conversation_id, answered, trigger, newest_us, now):
     reply, ids = answered
-    metrics.REPLIES.labels(trigger).inc()
+    metrics.count(redis_client.client, f"replies_{trigger}")
     extra = {
         "conversation_id": str(conversation_id),
         "reply_id": str(reply),
@@ -352,7 +353,7 @@ def _reply_created(conversation_id, answered, trigger, newest_us, now):
     }
     if newest_us is not None:
         lateness = (now - flush_due_us(newest_us, quiet_us())) / 1_000_000
-        metrics.REPLY_LATENESS.observe(lateness)
+        metrics.observe_lateness(redis_client.client, lateness)
         extra["lateness_s"] = round(lateness, 4)
     log.info("reply_created", extra=extra)
     publish(
@@ -366,7 +367,9 @@ def _reply_created(conversation_id, answered, trigger, newest_us, now):
 
 
 def flush_job_id(conversation_id, due_us):
-    return f"flush_group-{conversation_id}-{due_us}"
+    """A fresh id each time: re-using the id of a job that already left the scheduler
+    would overwrite it while it runs, and RQ would then lose or repeat it."""
+    return f"flush_group-{conversation_id}-{due_us}-{uuid.uuid4().hex[:8]}"
 
 
 def schedule_flush(conversation_id, due_us):
@@ -393,7 +396,7 @@ def flush(conversation_id):
     now = clock.now_us()
     buffer = reply_buffer()
     decision = buffer.decide(conversation_id, now, quiet_us())
-    metrics.FLUSHES.labels(decision.action).inc()
+    metrics.count(redis_client.client, f"flush_{decision.action}")
     if decision.action == "empty":
         return "empty"
     if decision.action == "wait":
@@ -449,7 +452,7 @@ def reconcile():
         db.session.rollback()
         reply_buffer().add(conversation_id, [(mid, to_us(at)) for mid, at in rows])
         schedule_flush(conversation_id, now)
-        metrics.RECONCILED.inc()
+        metrics.count(redis_client.client, "reconciled")
         log.warning("reconcile_groups", extra={"conversation_id": str(conversation_id)})
     db.session.rollback()
     return overdue

@@ -1,12 +1,27 @@
-"""Live notifications for consoles: Redis pub/sub, so any web process can stream any event."""
+"""Live view for consoles: events published on Redis pub/sub, streamed as server-sent events.
+
+Any web process can stream what any web or worker process published. Each open stream holds
+one gunicorn thread, so streams get a bounded number of slots per process (STREAM_SLOTS) and
+the webhook path always keeps the rest; a stream also ends after STREAM_MAX_SECONDS, and the
+browser's EventSource reconnects on its own.
+"""
 
 import json
 import logging
+import threading
+import time
+from pathlib import Path
 
 import redis.exceptions
 
+from flask import Blueprint, Response, current_app, send_from_directory
+
+from service.extensions import redis_client
+
 CHANNEL = "conversations:events"
+PING_SECONDS = 5
 log = logging.getLogger(__name__)
+bp = Blueprint("live", __name__)
 
 
 def publish(client, event, **payload):
@@ -24,3 +39,75 @@ def _plain(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value if isinstance(value, int | float | bool | type(None)) else str(value)
+
+
+def _unavailable(message):
+    retry = str(current_app.config["RETRY_AFTER_SECONDS"])
+    body = {
+        "code": 503,
+        "status": "Service Unavailable",
+        "error": "service_unavailable",
+        "message": message,
+    }
+    return body, 503, {"Retry-After": retry}
+
+
+@bp.get("/events/stream")
+def stream():
+    """Server-sent events: conversation.*, message.*, reply.created."""
+    slots = current_app.extensions["stream_slots"]
+    if not slots.acquire(blocking=False):
+        return _unavailable("Too many open live streams on this process; retry shortly.")
+    try:
+        pubsub = redis_client.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(CHANNEL)
+    except redis.exceptions.RedisError:
+        slots.release()
+        raise
+    max_seconds = current_app.config["STREAM_MAX_SECONDS"]
+
+    def events():
+        started = last_sent = time.monotonic()
+        try:
+            yield "retry: 2000\n: connected\n\n"
+            while time.monotonic() - started < max_seconds:
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    data = message["data"].decode()
+                    name = json.loads(data).get("event", "message")
+                    yield f"event: {name}\ndata: {data}\n\n"
+                    last_sent = time.monotonic()
+                elif time.monotonic() - last_sent >= PING_SECONDS:
+                    # Also how a closed browser tab is noticed: the write fails.
+                    yield ": ping\n\n"
+                    last_sent = time.monotonic()
+        except redis.exceptions.RedisError as exc:
+            log.warning("live_stream_ended", extra={"reason": str(exc)})
+        finally:
+            pubsub.close()
+            slots.release()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(events(), mimetype="text/event-stream", headers=headers)
+
+
+def console_dist():
+    return Path(current_app.config["CONSOLE_DIST"])
+
+
+@bp.get("/ui/")
+@bp.get("/ui/<path:filename>")
+def console(filename="index.html"):
+    """The web console's built files; unknown paths get the app shell."""
+    dist = console_dist()
+    if not (dist / "index.html").is_file():
+        return _unavailable("The console is not built: run 'make console' (needs npm).")
+    if not (dist / filename).is_file():
+        filename = "index.html"
+    response = send_from_directory(dist, filename, max_age=0 if filename == "index.html" else 3600)
+    return response
+
+
+def init_app(app):
+    app.extensions["stream_slots"] = threading.BoundedSemaphore(app.config["STREAM_SLOTS"])
+    app.register_blueprint(bp)

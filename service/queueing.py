@@ -14,6 +14,8 @@ from service.extensions import redis_client
 
 # Results are not read back: the database is the record. Failures are kept for a week.
 RESULT_TTL = 0
+WORKER_TTL = 60
+SCHEDULER_HEARTBEAT_KEY = "conversations:scheduler:heartbeat"
 FAILURE_TTL = 7 * 24 * 3600
 
 
@@ -56,6 +58,11 @@ class PreciseScheduler(Scheduler):
         self.connection.zadd(self.scheduled_jobs_key, {job.id: scheduled_time.timestamp()})
         return job
 
+    def heartbeat(self):
+        super().heartbeat()
+        ttl = int(self._interval) + 10
+        self.connection.set(SCHEDULER_HEARTBEAT_KEY, self.name, ex=ttl)
+
     def get_jobs_to_queue(self, with_times=False):
         return self.get_jobs(clock.now_us() / 1_000_000, with_times=with_times)
 
@@ -82,6 +89,8 @@ def get_worker(name=None):
         serializer=JSONSerializer,
         job_class=JsonJob,
         name=name,
+        # A worker that died drops out of /readyz within about two minutes.
+        worker_ttl=WORKER_TTL,
     )
 
 

@@ -6,6 +6,7 @@ import pytest
 import redis
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from service import clock, create_app
 from service.config import database_url
@@ -23,7 +24,7 @@ def reset_schema(url):
     engine.dispose()
 
 
-def test_config(**overrides):
+def app_config(**overrides):
     config = {
         "TESTING": True,
         "SQLALCHEMY_DATABASE_URI": database_url(TEST_DATABASE_URL),
@@ -37,7 +38,7 @@ def test_config(**overrides):
 def _schema():
     """The test database, migrated once per run."""
     reset_schema(TEST_DATABASE_URL)
-    app = create_app(test_config())
+    app = create_app(app_config())
     with app.app_context():
         upgrade()
         from service.extensions import db
@@ -55,18 +56,40 @@ def redis_conn():
     conn.close()
 
 
+def empty_tables(app):
+    """Remove every row the test wrote (skipped when the test pointed at no database)."""
+    from service.extensions import db
+
+    with app.app_context():
+        db.session.remove()
+        try:
+            with db.engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+        except OperationalError:
+            pass
+        db.engine.dispose()
+
+
 @pytest.fixture
-def app(_schema, redis_conn):
-    """An app on the test database and Redis; tables are emptied after each test."""
-    app = create_app(test_config())
+def make_app(_schema, redis_conn):
+    """Build apps with config overrides; the tables are emptied afterwards."""
+    apps = []
+
+    def make(**overrides):
+        apps.append(create_app(app_config(**overrides)))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        empty_tables(app)
+
+
+@pytest.fixture
+def app(make_app):
+    """An app on the test database and Redis, inside its app context."""
+    app = make_app()
     with app.app_context():
         yield app
-        from service.extensions import db
-
-        db.session.remove()
-        with db.engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
-        db.engine.dispose()
 
 
 @pytest.fixture
