@@ -933,6 +933,9 @@ class Group:
     statuses: list[int | None] = field(default_factory=list)
     completed: int = 0
     last_sent: float | None = None  # wall-clock epoch when the last message's send completed
+    # The service's own end of the quiet window (the latest `reply_due_at` it answered), so
+    # lateness is measured on the server's clock alone.
+    reply_due: float | None = None
 
     @property
     def accepted_ids(self) -> list[str]:
@@ -978,11 +981,10 @@ def analyze_groups(groups: Sequence[Group], conversations: dict[str, Json]) -> L
     by_index = {g.index: g for g in expected}
     for index, reply in reply_for_last.items():
         group = by_index[index]
-        if reply.timestamp and group.last_sent is not None:
-            try:
-                lateness.append(parse_iso(reply.timestamp) - group.last_sent - GROUP_QUIET_SECONDS)
-            except ValueError:
-                pass
+        if reply.timestamp and group.reply_due is not None:
+            lateness.append(parse_iso(reply.timestamp) - group.reply_due)
+        elif reply.timestamp and group.last_sent is not None:
+            lateness.append(parse_iso(reply.timestamp) - group.last_sent - GROUP_QUIET_SECONDS)
     return LoadAnalysis(answers, len(mismatched), lateness, replies_seen, foreign)
 
 
@@ -1135,6 +1137,10 @@ class LoadRunner:
             group.statuses[k] = response.status
             group.completed += 1
             group.last_sent = done if group.last_sent is None else max(group.last_sent, done)
+            due_at = response.body.get("reply_due_at") if isinstance(response.body, dict) else None
+            if due_at:
+                due = parse_iso(due_at)
+                group.reply_due = due if group.reply_due is None else max(group.reply_due, due)
             if group.completed == len(group.message_ids):
                 ready_at = time.monotonic() + GROUP_QUIET_SECONDS + self.config.margin
                 heapq.heappush(self._idle, (ready_at, group.conversation_id))
