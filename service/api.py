@@ -7,7 +7,7 @@ import sqlalchemy.exc
 from webargs.flaskparser import FlaskParser
 
 from flask import current_app
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, ServiceUnavailable
 
 import flask_smorest
 import marshmallow as ma
@@ -78,6 +78,9 @@ class Api(flask_smorest.Api):
         data = getattr(error, "data", None) or {}
         payload["error"] = data.get("error") or DEFAULT_ERROR_CODES.get(status, "error")
         payload.setdefault("message", error.description)
+        # flask-smorest keeps only headers passed to abort(); RFC 9110 requires Allow on a 405.
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers = {**(headers or {}), "Allow": ", ".join(error.valid_methods)}
         return payload, status, headers
 
     def handle_rejected(self, error):

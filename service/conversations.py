@@ -71,10 +71,10 @@ class Conversations(MethodView):
         if "status" in args:
             query = query.where(Conversation.status == args["status"])
         if "q" in args:
-            prefix = args["q"].lower().replace("%", "").replace("_", "")
-            query = query.where(
-                func.lower(func.cast(Conversation.id, db.String)).like(f"{prefix}%")
-            )
+            # Compared without dashes: SQLite stores a UUID as 32 hex digits, PostgreSQL shows 36.
+            prefix = args["q"].lower().replace("%", "").replace("_", "").replace("-", "")
+            as_text = func.lower(func.cast(Conversation.id, db.String))
+            query = query.where(func.replace(as_text, "-", "").like(f"{prefix}%"))
         if "cursor" in args:
             created, ident = decode_cursor(args["cursor"])
             query = query.where(

@@ -133,4 +133,4 @@ def _dispatch(kind, data, timestamp):
 
 def _type_label(payload):
     kind = payload.get("type") if isinstance(payload, dict) else None
-    return kind if kind in EXAMPLES else "unknown"
+    return kind if isinstance(kind, str) and kind in EXAMPLES else "unknown"
