@@ -38,13 +38,21 @@ export function parseEventData(raw: unknown): StreamEventData {
  * (readyState CLOSED, e.g. the proxy answered with an error page) we reopen it ourselves.
  * After any reconnection a "stream.reconnected" event is emitted so views reload what they may have missed.
  */
-export function connectEventStream(
-  bus: Bus,
-  url = '/events/stream',
-  factory: EventSourceFactory = (u) => new EventSource(u),
-  retryMs = 3000,
-): EventStream {
-  const status = ref<StreamStatus>('connecting')
+export interface EventStreamOptions {
+  url?: string
+  factory?: EventSourceFactory
+  /** Delay before reopening a stream the browser gave up on. */
+  retryMs?: number
+  /** Ref to write the connection status into (a new one is created otherwise). */
+  status?: Ref<StreamStatus>
+}
+
+export function connectEventStream(bus: Bus, options: EventStreamOptions = {}): EventStream {
+  const url = options.url ?? '/events/stream'
+  const factory: EventSourceFactory = options.factory ?? ((u) => new EventSource(u))
+  const retryMs = options.retryMs ?? 3000
+  const status = options.status ?? ref<StreamStatus>('connecting')
+  status.value = 'connecting'
   let source: EventSourceLike | null = null
   let retryTimer: ReturnType<typeof setTimeout> | null = null
   let hadError = false
