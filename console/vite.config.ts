@@ -25,5 +25,6 @@ export default defineConfig({
     environment: 'jsdom',
     include: ['tests/**/*.spec.ts'],
     restoreMocks: true,
+    unstubGlobals: true,
   },
 })
