@@ -61,7 +61,7 @@ describe('ChatView', () => {
     await flushPromises()
     const countdown = () => w.find('[data-testid="pending-countdown"]')
     expect(countdown().text()).toContain('Reply in 4.0 s')
-    expect(countdown().text()).toContain('2 messages awaiting')
+    expect(countdown().text()).toContain('2 messages awaiting reply')
     vi.advanceTimersByTime(1600)
     await flushPromises()
     expect(countdown().text()).toContain('Reply in 2.4 s')
