@@ -1,0 +1,26 @@
+/** Milliseconds left until `dueIso` (never negative; 0 for an unparsable date). */
+export function remainingMs(dueIso: string | null | undefined, nowMs: number): number {
+  if (!dueIso) return 0
+  const due = Date.parse(dueIso)
+  if (Number.isNaN(due)) return 0
+  return Math.max(0, due - nowMs)
+}
+
+/** Fraction (0..1) of the wait between `startIso` and `dueIso` that has elapsed. */
+export function elapsedFraction(startIso: string, dueIso: string, nowMs: number): number {
+  const start = Date.parse(startIso)
+  const due = Date.parse(dueIso)
+  if (Number.isNaN(start) || Number.isNaN(due) || due <= start) return 1
+  return Math.min(1, Math.max(0, (nowMs - start) / (due - start)))
+}
+
+/** "3.4 s" — one decimal, rounded up so it only shows "0.0 s" at the very end. */
+export function formatSeconds(ms: number): string {
+  const tenths = Math.ceil(Math.max(0, ms) / 100)
+  return `${(tenths / 10).toFixed(1)} s`
+}
+
+/** Label of the reply countdown: "Reply in 3.4 s" or "Reply due". */
+export function countdownLabel(ms: number): string {
+  return ms > 0 ? `Reply in ${formatSeconds(ms)}` : 'Reply due'
+}

@@ -1,0 +1,98 @@
+// Shapes of the backend contract (see console/README.md).
+
+export type ConversationStatus = 'OPEN' | 'CLOSED'
+
+export interface ConversationSummary {
+  id: string
+  status: ConversationStatus
+  created_at: string
+  updated_at: string
+  message_count: number
+  last_message_at: string | null
+}
+
+export interface ConversationPage {
+  items: ConversationSummary[]
+  next_cursor: string | null
+}
+
+export type MessageType = 'INBOUND' | 'OUTBOUND'
+
+export interface Message {
+  id: string
+  type: MessageType
+  content: string
+  timestamp: string
+}
+
+export interface ConversationDetail {
+  id: string
+  status: ConversationStatus
+  created_at: string
+  updated_at: string
+  messages: Message[]
+}
+
+export interface PendingGroup {
+  message_ids: string[]
+  last_arrival_at: string
+  reply_due_at: string
+}
+
+export type HeldStatus = 'HELD' | 'EXPIRED'
+
+export interface HeldMessage {
+  id: string
+  conversation_id: string
+  content: string
+  received_at: string
+  expires_at: string
+  status: HeldStatus
+}
+
+export interface Activity {
+  conversation_id: string
+  group: PendingGroup | null
+  held: HeldMessage[]
+}
+
+export interface HeldPage {
+  items: HeldMessage[]
+}
+
+export type WebhookEventType = 'NEW_CONVERSATION' | 'NEW_MESSAGE' | 'CLOSE_CONVERSATION'
+
+export interface WebhookEvent {
+  type: WebhookEventType
+  timestamp: string
+  data: Record<string, string>
+}
+
+/** Names sent by GET /events/stream. */
+export const STREAM_EVENT_NAMES = [
+  'conversation.created',
+  'conversation.closed',
+  'message.accepted',
+  'message.held',
+  'message.expired',
+  'reply.created',
+] as const
+
+export type StreamEventName = (typeof STREAM_EVENT_NAMES)[number]
+
+/** Local (in-page) events, emitted on the same bus as stream events. */
+export type LocalEventName = 'stream.reconnected' | 'local.webhook'
+
+export interface StreamEventData {
+  conversation_id?: string
+  message_id?: string
+  message_ids?: string[]
+  reply_due_at?: string
+  at?: string
+  [key: string]: unknown
+}
+
+export interface BusEvent {
+  name: StreamEventName | LocalEventName | string
+  data: StreamEventData
+}

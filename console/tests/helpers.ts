@@ -1,0 +1,57 @@
+import { vi, type Mock } from 'vitest'
+
+export interface FakeResponse {
+  ok: boolean
+  status: number
+  text: () => Promise<string>
+}
+
+/** Minimal Response stand-in: resolves in one microtask, no streams (deterministic with fake timers). */
+export function jsonResponse(status: number, body: unknown): FakeResponse {
+  return {
+    ok: status >= 200 && status < 300,
+    status,
+    text: async () => (body === undefined ? '' : JSON.stringify(body)),
+  }
+}
+
+export type Route = (url: string, init?: RequestInit) => FakeResponse | Promise<FakeResponse>
+
+/**
+ * Stubs global fetch. Routes are matched by "METHOD path" prefix (e.g. "GET /conversations/abc/")
+ * or by path prefix alone; the longest matching key wins. Unmatched requests reject (network error).
+ */
+export function mockFetch(routes: Record<string, Route>): Mock {
+  const fn = vi.fn(async (input: RequestInfo | URL, init?: RequestInit) => {
+    const url = String(input)
+    const method = (init?.method ?? 'GET').toUpperCase()
+    const path = url.split('?')[0]
+    const keys = Object.keys(routes)
+      .filter((k) => {
+        const [m, p] = k.includes(' ') ? k.split(' ') : [null, k]
+        return (!m || m === method) && path.startsWith(p)
+      })
+      .sort((a, b) => b.length - a.length)
+    if (!keys.length) throw new TypeError(`Failed to fetch ${method} ${url}`)
+    return routes[keys[0]](url, init) as unknown as Response
+  })
+  vi.stubGlobal('fetch', fn)
+  return fn
+}
+
+/** Parsed JSON bodies of the POSTs made through a mocked fetch. */
+export function postedBodies(fetchMock: Mock): any[] {
+  return fetchMock.mock.calls
+    .filter(([, init]) => (init as RequestInit | undefined)?.method === 'POST')
+    .map(([, init]) => JSON.parse(String((init as RequestInit).body)))
+}
+
+/** Fake timers that leave setImmediate real, so flushPromises() keeps working. */
+export function useFakeClock(iso = '2026-01-01T12:00:00.000Z'): void {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] })
+  vi.setSystemTime(new Date(iso))
+}
+
+export function isoOffset(ms: number): string {
+  return new Date(Date.now() + ms).toISOString()
+}
