@@ -174,14 +174,27 @@ def run_ingest(base, seconds, connections, conversations):
         status, _ = http(
             "POST",
             base + "/webhook/",
-            {"type": "NEW_CONVERSATION", "timestamp": "2025-06-04T14:20:00Z", "data": {"id": conversation_id}},
+            {
+                "type": "NEW_CONVERSATION",
+                "timestamp": "2025-06-04T14:20:00Z",
+                "data": {"id": conversation_id},
+            },
         )
         assert status == 201, status
         ids.append(conversation_id)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % ",".join(f'"{i}"' for i in ids))
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, base + "/webhook/"],
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            script.name,
+            base + "/webhook/",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -204,11 +217,28 @@ def run_ingest(base, seconds, connections, conversations):
 def run_load(base, rate, seconds, conversations):
     output = subprocess.run(
         [
-            sys.executable, "scripts/replay.py", "load", "--base-url", base,
-            "--rate", str(rate), "--conversations", str(conversations), "--duration", str(seconds),
-            "--messages-per-group", "2", "--gap", "1", "--concurrency", "32", "--json",
+            sys.executable,
+            "scripts/replay.py",
+            "load",
+            "--base-url",
+            base,
+            "--rate",
+            str(rate),
+            "--conversations",
+            str(conversations),
+            "--duration",
+            str(seconds),
+            "--messages-per-group",
+            "2",
+            "--gap",
+            "1",
+            "--concurrency",
+            "32",
+            "--json",
         ],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     try:
         return json.loads(output.stdout)
@@ -217,11 +247,15 @@ def run_load(base, rate, seconds, conversations):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--port", type=int, default=18000)
-    parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 3)))
+    parser.add_argument(
+        "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 3))
+    )
     parser.add_argument("--rq-workers", type=int, default=2)
     parser.add_argument("--ingest-seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=16)
@@ -264,7 +298,8 @@ def main():
         while time.monotonic() < deadline:
             leftover = subprocess.run(
                 ["redis-cli", "-u", args.redis_url, "--scan", "--pattern", "conv:*"],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             ).stdout.split()
             if not leftover:
                 break

@@ -15,10 +15,14 @@ from dataclasses import dataclass
 # Both keys expire KEY_TTL after their last use, so a worker that dies between answering a
 # group and clearing its buffer leaves nothing behind for long (the database still knows).
 
-# KEYS: buffer, armed. ARGV: ttl_ms, score1, member1, score2, member2, ...
+# KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, score1, member1, score2, member2, ...
+# Publishes `notice` on `channel` when given (saves the caller a round trip).
 # Returns {added, must_schedule, newest_score}.
 ADD = """
 local ttl = table.remove(ARGV, 1)
+local channel = table.remove(ARGV, 1)
+local notice = table.remove(ARGV, 1)
+if notice ~= '' then redis.call('PUBLISH', channel, notice) end
 local added = redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
 local armed = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ttl)
@@ -104,9 +108,13 @@ class ReplyBuffer:
         self._decide = client.register_script(DECIDE)
         self._ack = client.register_script(ACK)
 
-    def add(self, conversation_id, arrivals):
-        """Add (message_id, arrival_us) pairs; say whether a flush must be scheduled."""
-        argv = [self.key_ttl_ms]
+    def add(self, conversation_id, arrivals, notice=None):
+        """Add (message_id, arrival_us) pairs; say whether a flush must be scheduled.
+
+        `notice`, a (channel, text) pair, is published in the same round trip.
+        """
+        channel, text = notice or ("", "")
+        argv = [self.key_ttl_ms, channel, text]
         for message_id, arrival_us in arrivals:
             argv += [int(arrival_us), str(message_id)]
         added, armed, newest = self._add(keys=keys(conversation_id), args=argv)

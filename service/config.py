@@ -56,5 +56,11 @@ def load_config(instance_path, env=None):
         "STREAM_MAX_SECONDS": _number(env, "STREAM_MAX_SECONDS", 300, int),
         "CONSOLE_DIST": env.get("CONSOLE_DIST") or str(ROOT / "console" / "dist"),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No pre-ping: it costs a round trip per request. A connection broken by a database
+        # restart fails one request with 503, and SQLAlchemy then replaces the whole pool.
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_size": _number(env, "DB_POOL_SIZE", 10, int),
+            "max_overflow": _number(env, "DB_MAX_OVERFLOW", 10, int),
+            "pool_recycle": 1800,
+        },
     }

@@ -20,7 +20,7 @@ from service import clock, metrics
 from service.buffer import ReplyBuffer
 from service.clock import seconds_us, to_datetime, to_us
 from service.extensions import db, redis_client
-from service.live import publish
+from service.live import notice, publish
 from service.models import Conversation, HeldMessage, Message
 from service.rules import (
     CLOSED,
@@ -179,11 +179,18 @@ def _expire(held, now):
 def accept_message(message_id, conversation_id, content, timestamp, direction):
     """NEW_MESSAGE: store it and add it to its conversation's group, or hold it."""
     now = clock.now_us()
-    status = _conversation_status(conversation_id, lock="share")
-    if status is None:
+    # One round trip for both checks; the share lock makes a concurrent close wait for this
+    # message, so the close answers it instead of leaving it unanswered.
+    held_status = select(HeldMessage.status).where(HeldMessage.id == message_id).scalar_subquery()
+    row = db.session.execute(
+        select(Conversation.status, held_status)
+        .where(Conversation.id == conversation_id)
+        .with_for_update(read=True, of=Conversation)
+    ).one_or_none()
+    if row is None:
         return _hold(message_id, conversation_id, content, timestamp, direction, now)
-    check_can_receive(status)
-    _check_not_held(message_id)
+    check_can_receive(row[0])
+    check_not_held(row[1])
     kind = message_type(direction)
     try:
         db.session.execute(
@@ -205,34 +212,31 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
     if kind != INBOUND:
         _commit_or_rollback()
         return Outcome("accepted", str(message_id), str(conversation_id))
-    try:
-        added = reply_buffer().add(conversation_id, [(message_id, now)])
-    except BaseException:
-        db.session.rollback()
-        raise
-    _commit_or_rollback(lambda: reply_buffer().withdraw(conversation_id, message_id))
     due = flush_due_us(now, quiet_us())
-    if added.must_schedule:
-        schedule_flush(conversation_id, due)
-    publish(
-        redis_client.client,
+    announce = notice(
         "message.accepted",
         conversation_id=conversation_id,
         message_id=message_id,
         reply_due_at=to_datetime(due),
     )
+    try:
+        added = reply_buffer().add(conversation_id, [(message_id, now)], notice=announce)
+    except BaseException:
+        db.session.rollback()
+        raise
+    _commit_or_rollback(lambda: reply_buffer().withdraw(conversation_id, message_id))
+    if added.must_schedule:
+        schedule_flush(conversation_id, due)
     return Outcome("accepted", str(message_id), str(conversation_id), to_datetime(due))
 
 
-def _check_not_held(message_id):
-    held = db.session.execute(
-        select(HeldMessage.status).where(HeldMessage.id == message_id)
-    ).scalar_one_or_none()
-    if held == EXPIRED:
+def check_not_held(held_status):
+    """A message id held or dropped before cannot come in again."""
+    if held_status == EXPIRED:
         raise Rejected(
             "message_expired", "This message was dropped: its conversation came too late."
         )
-    if held is not None:
+    if held_status is not None:
         raise Rejected("duplicate_message", "A message with this id is already held.")
 
 

@@ -24,11 +24,15 @@ log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
 
 
+def notice(event, **payload):
+    """The (channel, text) of a live event, for publishing it in another Redis call."""
+    return CHANNEL, json.dumps({"event": event, **{k: _plain(v) for k, v in payload.items()}})
+
+
 def publish(client, event, **payload):
     """Tell open consoles that something happened; never fails the caller."""
-    body = {"event": event, **{k: _plain(v) for k, v in payload.items()}}
     try:
-        client.publish(CHANNEL, json.dumps(body))
+        client.publish(*notice(event, **payload))
     except redis.exceptions.RedisError as exc:
         log.warning("live_publish_failed", extra={"event": event, "reason": str(exc)})
 

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 from service import create_app
 from service.config import database_url
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, reset_schema, test_config
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, app_config, reset_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -125,7 +125,7 @@ def live_stack():
     db_url = sibling_database(TEST_DATABASE_URL, "_live")
     redis_url = sibling_redis(TEST_REDIS_URL, 14)
     reset_schema(db_url)
-    app = create_app(test_config(SQLALCHEMY_DATABASE_URI=database_url(db_url)))
+    app = create_app(app_config(SQLALCHEMY_DATABASE_URI=database_url(db_url)))
     with app.app_context():
         upgrade()
         from service.extensions import db

@@ -35,7 +35,7 @@ def migrations_url():
 def migrations_app(migrations_url, redis_conn):
     """An app on the migrations database, emptied first, inside its app context."""
     conftest.reset_schema(migrations_url)
-    app = create_app(conftest.test_config(SQLALCHEMY_DATABASE_URI=migrations_url))
+    app = create_app(conftest.app_config(SQLALCHEMY_DATABASE_URI=migrations_url))
     with app.app_context():
         yield app
         db.session.remove()

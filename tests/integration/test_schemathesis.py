@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from service import create_app
 from tests import conftest
 
-schema = schemathesis.openapi.from_wsgi("/openapi.json", create_app(conftest.test_config()))
+schema = schemathesis.openapi.from_wsgi("/openapi.json", create_app(conftest.app_config()))
 
 
 @schema.parametrize()

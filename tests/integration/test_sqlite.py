@@ -21,7 +21,7 @@ from tests.helpers import (
 def sqlite_app(tmp_path, redis_conn):
     """An app on a fresh SQLite file with the migrations applied."""
     url = f"sqlite:///{tmp_path / 'conversations.db'}"
-    app = create_app(conftest.test_config(SQLALCHEMY_DATABASE_URI=url))
+    app = create_app(conftest.app_config(SQLALCHEMY_DATABASE_URI=url))
     with app.app_context():
         upgrade()
         yield app

@@ -32,7 +32,7 @@ def assert_unavailable(response):
 @pytest.fixture
 def app_without_database(redis_conn):
     """An app whose PostgreSQL is unreachable."""
-    app = create_app(conftest.test_config(SQLALCHEMY_DATABASE_URI=UNREACHABLE_DATABASE))
+    app = create_app(conftest.app_config(SQLALCHEMY_DATABASE_URI=UNREACHABLE_DATABASE))
     yield app
     with app.app_context():
         db.engine.dispose()
@@ -41,7 +41,7 @@ def app_without_database(redis_conn):
 @pytest.fixture
 def app_without_redis(app):
     """An app on the test database whose Redis is unreachable."""
-    broken = create_app(conftest.test_config(REDIS_URL=UNREACHABLE_REDIS))
+    broken = create_app(conftest.app_config(REDIS_URL=UNREACHABLE_REDIS))
     yield broken
     with broken.app_context():
         db.session.remove()
