@@ -21,9 +21,10 @@ run: $(VENV)/.run
 	$(MAKE) --no-print-directory console-if-npm
 	exec bash scripts/run.sh
 
-## test: the whole suite against real PostgreSQL and Redis
+## test: the whole suite against real PostgreSQL and Redis (and the console's own tests)
 test: $(VENV)/.dev
 	$(MAKE) --no-print-directory console-if-npm
+	@if [ -d console/node_modules ]; then cd console && npm test --silent; fi
 	$(BIN)/pytest
 
 ## lint: ruff
