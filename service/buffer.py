@@ -5,9 +5,9 @@ half-made change. A conversation's keys share the hash tag `{<id>}`, so every sc
 one Redis Cluster slot. The buffer is only the fast path: the database stays the record of
 which messages were answered, and `reconcile_groups` rebuilds the buffer from it.
 
-Scores are arrival times in integer microseconds (see `service.clock`). The `armed` key marks
-that a flush job is pending for the conversation, so there is one per open group, not one per
-message.
+Scores are arrival times in integer microseconds (see `service.clock`). The `armed` key holds
+the id of the flush job pending for the conversation, so there is one per open group, not one
+per message; a later message only moves that job's due time.
 """
 
 from dataclasses import dataclass
@@ -15,19 +15,23 @@ from dataclasses import dataclass
 # Both keys expire KEY_TTL after their last use, so a worker that dies between answering a
 # group and clearing its buffer leaves nothing behind for long (the database still knows).
 
-# KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, score1, member1, score2, member2, ...
-# Publishes `notice` on `channel` when given (saves the caller a round trip).
-# Returns {added, must_schedule, newest_score}.
+# KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, job_id, score1, member1, score2, ...
+# Publishes `notice` on `channel` when given (saves the caller a round trip). Arms the flush
+# with `job_id` unless one is pending already.
+# Returns {added, must_schedule, newest_score, pending_job_id, newest_score_before}.
 ADD = """
 local ttl = table.remove(ARGV, 1)
 local channel = table.remove(ARGV, 1)
 local notice = table.remove(ARGV, 1)
+local job = table.remove(ARGV, 1)
 if notice ~= '' then redis.call('PUBLISH', channel, notice) end
+local before = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2] or ''
 local added = redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
-local armed = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ttl)
+local armed = redis.call('SET', KEYS[2], job, 'NX', 'PX', ttl)
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-return {added, armed and 1 or 0, newest[2]}
+if armed then return {added, 1, newest[2], job, before} end
+return {added, 0, newest[2], redis.call('GET', KEYS[2]) or '', before}
 """
 
 # KEYS: buffer, armed. ARGV: member. Undoes an ADD whose database write failed.
@@ -37,7 +41,7 @@ if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
-# KEYS: buffer, armed. ARGV: ttl_ms, now, quiet.
+# KEYS: buffer, armed. ARGV: ttl_ms, now, quiet, next_job_id.
 # The oldest group ends at the first gap of `quiet` or more between arrivals; when no gap is
 # found, it ends with the newest message and is complete only once `quiet` has passed since.
 # So a flush that runs late never merges two groups, and one that runs early re-arms.
@@ -56,13 +60,13 @@ for i = 4, #rows, 2 do
   last = score
 end
 if tonumber(ARGV[2]) < last + quiet then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[1])
   return {'wait', string.format('%.0f', last + quiet)}
 end
 return {'ready', string.format('%.0f', last)}
 """
 
-# KEYS: buffer, armed. ARGV: ttl_ms, newest score of the answered group.
+# KEYS: buffer, armed. ARGV: ttl_ms, newest score of the answered group, next_job_id.
 # Drops the answered group; returns the newest remaining score (the flush stays armed for
 # the next group), or nil when none is left.
 ACK = """
@@ -72,7 +76,7 @@ if #newest == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
   return false
 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return newest[2]
 """
@@ -87,8 +91,10 @@ def keys(conversation_id):
 @dataclass(frozen=True)
 class Added:
     added: int
-    must_schedule: bool
+    must_schedule: bool  # the caller's job id armed the flush: schedule it
     newest_us: int
+    pending_job: str  # the flush job now pending for the group
+    previous_newest_us: int | None  # the newest arrival before this add
 
 
 @dataclass(frozen=True)
@@ -108,34 +114,41 @@ class ReplyBuffer:
         self._decide = client.register_script(DECIDE)
         self._ack = client.register_script(ACK)
 
-    def add(self, conversation_id, arrivals, notice=None):
-        """Add (message_id, arrival_us) pairs; say whether a flush must be scheduled.
+    def add(self, conversation_id, arrivals, job_id, notice=None):
+        """Add (message_id, arrival_us) pairs; arm the flush with `job_id` if none is pending.
 
         `notice`, a (channel, text) pair, is published in the same round trip.
         """
         channel, text = notice or ("", "")
-        argv = [self.key_ttl_ms, channel, text]
+        argv = [self.key_ttl_ms, channel, text, job_id]
         for message_id, arrival_us in arrivals:
             argv += [int(arrival_us), str(message_id)]
-        added, armed, newest = self._add(keys=keys(conversation_id), args=argv)
-        return Added(int(added), bool(armed), int(float(newest)))
+        added, armed, newest, pending, before = self._add(keys=keys(conversation_id), args=argv)
+        previous = int(float(before)) if before else None
+        return Added(int(added), bool(armed), int(float(newest)), pending.decode(), previous)
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""
         self._withdraw(keys=keys(conversation_id), args=[str(message_id)])
 
-    def decide(self, conversation_id, now_us, quiet_us):
-        """Whether the conversation's group is quiet enough to answer now."""
-        result = self._decide(
-            keys=keys(conversation_id), args=[self.key_ttl_ms, int(now_us), int(quiet_us)]
-        )
+    def decide(self, conversation_id, now_us, quiet_us, next_job_id):
+        """Whether the conversation's group is quiet enough to answer now.
+
+        When it is not, the flush stays armed with `next_job_id`, which the caller schedules.
+        """
+        args = [self.key_ttl_ms, int(now_us), int(quiet_us), next_job_id]
+        result = self._decide(keys=keys(conversation_id), args=args)
         action = result[0].decode()
         at = int(float(result[1])) if len(result) > 1 else None
         return Decision(action, at)
 
-    def ack(self, conversation_id, newest_us):
-        """Forget an answered group; return the newest arrival still buffered, if any."""
-        newest = self._ack(keys=keys(conversation_id), args=[self.key_ttl_ms, int(newest_us)])
+    def ack(self, conversation_id, newest_us, next_job_id):
+        """Forget an answered group; return the newest arrival still buffered, if any.
+
+        When messages remain, the flush stays armed with `next_job_id`.
+        """
+        args = [self.key_ttl_ms, int(newest_us), next_job_id]
+        newest = self._ack(keys=keys(conversation_id), args=args)
         return None if newest is None else int(float(newest))
 
     def discard(self, conversation_id):

@@ -32,6 +32,7 @@ from service.rules import (
     check_can_close,
     check_can_receive,
     flush_due_us,
+    is_quiet,
     message_type,
     reply_content,
     reply_id,
@@ -152,7 +153,34 @@ def _adopt_held(conversation_id, created_us, now):
 
 def _buffer_joined(conversation_id, joined):
     arrivals = [(m.id, to_us(m.received_at)) for m in joined if m.type == INBOUND]
-    return reply_buffer().add(conversation_id, arrivals) if arrivals else None
+    return _add_to_group(conversation_id, arrivals) if arrivals else None
+
+
+def _add_to_group(conversation_id, arrivals, notice=None):
+    """Buffer arrivals, arming a flush with a fresh job id if none is pending."""
+    job_id = flush_job_id(conversation_id)
+    return reply_buffer().add(conversation_id, arrivals, job_id, notice=notice)
+
+
+def _arm(conversation_id, added):
+    """After the commit: schedule the flush just armed, or move the pending one later."""
+    due = flush_due_us(added.newest_us, quiet_us())
+    if added.must_schedule:
+        schedule_flush(conversation_id, due, added.pending_job)
+    elif (
+        added.added
+        and added.pending_job
+        and added.previous_newest_us is not None
+        # Only a message that extends the open group delays its flush; after a gap of a
+        # whole window the pending flush must still answer the group that just closed.
+        and not is_quiet(added.previous_newest_us, added.newest_us, quiet_us())
+    ):
+        from service.queueing import postpone
+
+        try:
+            postpone(added.pending_job, due)
+        except redis.exceptions.RedisError as exc:  # the pending flush re-arms on its own
+            log.warning("flush_group_postpone_failed", extra={"reason": str(exc)})
 
 
 def _after_joined(conversation_id, joined, added):
@@ -162,8 +190,8 @@ def _after_joined(conversation_id, joined, added):
             "held_message_joined",
             extra={"conversation_id": str(conversation_id), "message_id": str(message.id)},
         )
-    if added is not None and added.must_schedule:
-        schedule_flush(conversation_id, flush_due_us(added.newest_us, quiet_us()))
+    if added is not None:
+        _arm(conversation_id, added)
 
 
 def _expire(held, now):
@@ -220,13 +248,12 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
         reply_due_at=to_datetime(due),
     )
     try:
-        added = reply_buffer().add(conversation_id, [(message_id, now)], notice=announce)
+        added = _add_to_group(conversation_id, [(message_id, now)], notice=announce)
     except BaseException:
         db.session.rollback()
         raise
     _commit_or_rollback(lambda: reply_buffer().withdraw(conversation_id, message_id))
-    if added.must_schedule:
-        schedule_flush(conversation_id, due)
+    _arm(conversation_id, added)
     return Outcome("accepted", str(message_id), str(conversation_id), to_datetime(due))
 
 
@@ -370,13 +397,13 @@ def _reply_created(conversation_id, answered, trigger, newest_us, now):
     )
 
 
-def flush_job_id(conversation_id, due_us):
+def flush_job_id(conversation_id):
     """A fresh id each time: re-using the id of a job that already left the scheduler
     would overwrite it while it runs, and RQ would then lose or repeat it."""
-    return f"flush_group-{conversation_id}-{due_us}-{uuid.uuid4().hex[:8]}"
+    return f"flush_group-{conversation_id}-{uuid.uuid4().hex[:12]}"
 
 
-def schedule_flush(conversation_id, due_us):
+def schedule_flush(conversation_id, due_us, job_id=None):
     """Arrange for `flush_group` to look at the conversation when its group may be quiet.
 
     Called after the commit: if Redis fails now, the message is already safe in the
@@ -385,7 +412,7 @@ def schedule_flush(conversation_id, due_us):
     from service.jobs import flush_group
     from service.queueing import run_at
 
-    job_id = flush_job_id(conversation_id, due_us)
+    job_id = job_id or flush_job_id(conversation_id)
     try:
         run_at(due_us, flush_group, str(conversation_id), job_id=job_id)
     except redis.exceptions.RedisError as exc:
@@ -399,25 +426,26 @@ def flush(conversation_id):
     """Answer the conversation's group if it has been quiet long enough, else re-arm."""
     now = clock.now_us()
     buffer = reply_buffer()
-    decision = buffer.decide(conversation_id, now, quiet_us())
+    next_job = flush_job_id(conversation_id)
+    decision = buffer.decide(conversation_id, now, quiet_us(), next_job)
     metrics.count(redis_client.client, f"flush_{decision.action}")
     if decision.action == "empty":
         return "empty"
     if decision.action == "wait":
-        schedule_flush(conversation_id, decision.at_us)
+        schedule_flush(conversation_id, decision.at_us, next_job)
         return "wait"
     status = _conversation_status(conversation_id, lock="update")
     answered = (
         _answer_group(conversation_id, now, upto_us=decision.at_us) if status == OPEN else None
     )
     _commit_or_rollback()
-    remaining = buffer.ack(conversation_id, decision.at_us)
+    remaining = buffer.ack(conversation_id, decision.at_us, next_job)
     if answered:
         _reply_created(conversation_id, answered, "quiet", decision.at_us, now)
     if remaining is not None:
         # Messages came in while this group was being answered: look again at once, and
         # the decision will wait for their own quiet window.
-        schedule_flush(conversation_id, now)
+        schedule_flush(conversation_id, now, next_job)
     return "answered" if answered else "nothing"
 
 
@@ -454,7 +482,8 @@ def reconcile():
             )
         ).all()
         db.session.rollback()
-        reply_buffer().add(conversation_id, [(mid, to_us(at)) for mid, at in rows])
+        _add_to_group(conversation_id, [(mid, to_us(at)) for mid, at in rows])
+        # Whatever is armed may be lost with a dead worker: look now, with a fresh job.
         schedule_flush(conversation_id, now)
         metrics.count(redis_client.client, "reconciled")
         log.warning("reconcile_groups", extra={"conversation_id": str(conversation_id)})

@@ -63,6 +63,14 @@ class PreciseScheduler(Scheduler):
         ttl = int(self._interval) + 10
         self.connection.set(SCHEDULER_HEARTBEAT_KEY, self.name, ex=ttl)
 
+    def postpone(self, job_id, scheduled_time):
+        """Move a job still waiting in the scheduler to a later time.
+
+        XX: a job the scheduler already moved to the queue is left alone (never scheduled a
+        second time); it will find its group still active and re-arm.
+        """
+        self.connection.zadd(self.scheduled_jobs_key, {job_id: scheduled_time.timestamp()}, xx=True)
+
     def get_jobs_to_queue(self, with_times=False):
         return self.get_jobs(clock.now_us() / 1_000_000, with_times=with_times)
 
@@ -94,6 +102,15 @@ def get_worker(name=None):
     )
 
 
+def _at(due_us):
+    return datetime.fromtimestamp(due_us / 1_000_000, tz=UTC)
+
+
+def postpone(job_id, due_us):
+    """Move a scheduled job to `due_us`, if it is still waiting in the scheduler."""
+    get_scheduler().postpone(job_id, _at(due_us))
+
+
 def run_at(due_us, func, *args, job_id):
     """Run `func(*args)` at `due_us`: through the scheduler, or at once when already due."""
     if due_us <= clock.now_us():
@@ -101,7 +118,11 @@ def run_at(due_us, func, *args, job_id):
             func, *args, job_id=job_id, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
         )
     else:
-        due = datetime.fromtimestamp(due_us / 1_000_000, tz=UTC)
         get_scheduler().enqueue_at(
-            due, func, *args, job_id=job_id, job_result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
+            _at(due_us),
+            func,
+            *args,
+            job_id=job_id,
+            job_result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
         )

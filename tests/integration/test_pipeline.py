@@ -354,3 +354,18 @@ def test_held_message_racing_its_conversation_is_joined_by_the_expiry_job(app, c
 def test_buffer_keys_share_one_hash_tag():
     buffer, armed = keys("abc")
     assert buffer.split("{")[1].split("}")[0] == armed.split("{")[1].split("}")[0] == "abc"
+
+
+def test_a_burst_needs_one_flush_job(client, fake_clock, redis_conn):
+    conversation_id = open_conversation(client)
+    for _ in range(3):
+        send(client, conversation_id)
+        fake_clock.advance(2)
+        run_due_jobs()
+    fake_clock.advance(3)
+    run_due_jobs()
+    assert len(replies(client, conversation_id)) == 1
+    # Later messages moved the pending flush instead of leaving it to wake up and re-arm.
+    counts = redis_conn.hgetall("conversations:metrics")
+    assert counts[b"flush_ready"] == b"1"
+    assert b"flush_wait" not in counts
