@@ -7,7 +7,6 @@ messages were answered; the buffer only times the groups and can be rebuilt from
 """
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 import redis.exceptions
@@ -398,23 +397,21 @@ def _reply_created(conversation_id, answered, trigger, newest_us, now):
 
 
 def flush_job_id(conversation_id):
-    """A fresh id each time: re-using the id of a job that already left the scheduler
-    would overwrite it while it runs, and RQ would then lose or repeat it."""
-    return f"flush_group-{conversation_id}-{uuid.uuid4().hex[:12]}"
+    from service.queueing import flush_entry
+
+    return flush_entry(conversation_id)
 
 
 def schedule_flush(conversation_id, due_us, job_id=None):
-    """Arrange for `flush_group` to look at the conversation when its group may be quiet.
+    """Arrange for the conversation's group to be looked at when it may be quiet.
 
     Called after the commit: if Redis fails now, the message is already safe in the
     database and `reconcile_groups` will arm its group, so the caller is not failed.
     """
-    from service.jobs import flush_group
-    from service.queueing import run_at
+    from service import queueing
 
-    job_id = job_id or flush_job_id(conversation_id)
     try:
-        run_at(due_us, flush_group, str(conversation_id), job_id=job_id)
+        queueing.schedule_flush(conversation_id, due_us, job_id or flush_job_id(conversation_id))
     except redis.exceptions.RedisError as exc:
         log.error(
             "flush_group_schedule_failed",

@@ -1,9 +1,12 @@
 """RQ jobs. They take ids, not objects, and run inside the app context of the worker."""
 
+import logging
 from functools import wraps
 
 from service import events
 from service.extensions import db
+
+log = logging.getLogger(__name__)
 
 
 def _job(func):
@@ -21,6 +24,22 @@ def _job(func):
 def flush_group(conversation_id):
     """Answer a conversation's group once it has been quiet for the window, else re-arm."""
     return events.flush(conversation_id)
+
+
+@_job
+def flush_groups(conversation_ids):
+    """flush_group for each conversation whose flush came due at the same scheduler poll."""
+    results = {}
+    for conversation_id in conversation_ids:
+        try:
+            results[conversation_id] = events.flush(conversation_id)
+        except Exception:
+            # One conversation's failure must not hold up the others; reconcile_groups
+            # answers it later from the database.
+            db.session.rollback()
+            log.exception("flush_group_failed", extra={"conversation_id": conversation_id})
+            results[conversation_id] = "failed"
+    return results
 
 
 @_job

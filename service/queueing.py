@@ -1,8 +1,10 @@
 """RQ plumbing: JSON-serialised jobs, the queue, and an rq-scheduler with exact due times."""
 
+import uuid
 from datetime import UTC, datetime
 
 from rq import Queue, SimpleWorker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
@@ -14,9 +16,13 @@ from service.extensions import redis_client
 
 # Results are not read back: the database is the record. Failures are kept for a week.
 RESULT_TTL = 0
+FAILURE_TTL = 7 * 24 * 3600
+# Schedule entries of flushes: "flush_group-<conversation id>-<token>".
+FLUSH_PREFIX = "flush_group-"
+FLUSH_JOB = "service.jobs.flush_groups"
+FLUSH_BATCH = 100
 WORKER_TTL = 60
 SCHEDULER_HEARTBEAT_KEY = "conversations:scheduler:heartbeat"
-FAILURE_TTL = 7 * 24 * 3600
 
 
 class JsonJob(Job):
@@ -36,32 +42,56 @@ class JsonQueue(Queue):
 
 
 class PreciseScheduler(Scheduler):
-    """rq-scheduler keeping sub-second due times.
+    """rq-scheduler with sub-second due times for flushes, moved to the queue in batches.
 
     The stock scheduler stores due times rounded down to the second, so a job may run up to
-    a second early; a reply would then wait for a second round trip. Here the score is the
-    exact due time and the poll compares against the exact clock.
+    a second early, and a reply would wait for a second round trip. Flush entries keep the
+    exact due time and the poll compares against the exact clock. Periodic jobs
+    (`expire_held`, `reconcile_groups`) go through the stock path.
     """
 
     job_class = JsonJob
     queue_class = JsonQueue
 
-    def enqueue_at(self, scheduled_time, func, *args, **kwargs):
-        job_id = kwargs.pop("job_id", None)
-        result_ttl = kwargs.pop("job_result_ttl", None)
-        failure_ttl = kwargs.pop("failure_ttl", None)
-        job = self._create_job(
-            func, args=args, kwargs=kwargs, id=job_id, result_ttl=result_ttl, commit=False
-        )
-        job.failure_ttl = failure_ttl
-        job.save()
-        self.connection.zadd(self.scheduled_jobs_key, {job.id: scheduled_time.timestamp()})
-        return job
-
     def heartbeat(self):
         super().heartbeat()
         ttl = int(self._interval) + 10
         self.connection.set(SCHEDULER_HEARTBEAT_KEY, self.name, ex=ttl)
+
+    def add_flush(self, entry, when):
+        """Schedule a conversation's flush: just an entry in the schedule, no job record."""
+        self.connection.zadd(self.scheduled_jobs_key, {entry: when.timestamp()})
+
+    def enqueue_jobs(self):
+        """Move due jobs to the queue; due flushes go in batches, one RQ job per batch.
+
+        A flush is a few milliseconds of work and an RQ job costs about as much again in
+        Redis round trips, so the flushes due at one poll share a job.
+        """
+        now = clock.now_us() / 1_000_000
+        due = [d.decode() for d in self.connection.zrangebyscore(self.scheduled_jobs_key, 0, now)]
+        flushes = self._claim([d for d in due if d.startswith(FLUSH_PREFIX)])
+        conversations = list(dict.fromkeys(conversation_of(entry) for entry in flushes))
+        queue = JsonQueue(self.queue_name, connection=self.connection)
+        for start in range(0, len(conversations), FLUSH_BATCH):
+            batch = conversations[start : start + FLUSH_BATCH]
+            queue.enqueue(FLUSH_JOB, batch, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
+        for job_id in (d for d in due if not d.startswith(FLUSH_PREFIX)):
+            try:
+                job = self.job_class.fetch(job_id, connection=self.connection)
+            except NoSuchJobError:
+                self.cancel(job_id)
+                continue
+            self.enqueue_job(job)
+        return due
+
+    def _claim(self, entries):
+        """Take entries out of the schedule; only the ones this scheduler removed are its own."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.zrem(self.scheduled_jobs_key, entry)
+            removed = pipe.execute()
+        return [entry for entry, gone in zip(entries, removed, strict=True) if gone]
 
     def postpone(self, job_id, scheduled_time):
         """Move a job still waiting in the scheduler to a later time.
@@ -70,9 +100,6 @@ class PreciseScheduler(Scheduler):
         second time); it will find its group still active and re-arm.
         """
         self.connection.zadd(self.scheduled_jobs_key, {job_id: scheduled_time.timestamp()}, xx=True)
-
-    def get_jobs_to_queue(self, with_times=False):
-        return self.get_jobs(clock.now_us() / 1_000_000, with_times=with_times)
 
 
 def get_queue():
@@ -111,18 +138,23 @@ def postpone(job_id, due_us):
     get_scheduler().postpone(job_id, _at(due_us))
 
 
-def run_at(due_us, func, *args, job_id):
-    """Run `func(*args)` at `due_us`: through the scheduler, or at once when already due."""
+def flush_entry(conversation_id):
+    """A fresh schedule entry for a conversation's flush.
+
+    Fresh each time: re-using an entry that already left the schedule could run it twice.
+    """
+    return f"{FLUSH_PREFIX}{conversation_id}-{uuid.uuid4().hex[:12]}"
+
+
+def conversation_of(entry):
+    return entry[len(FLUSH_PREFIX) : len(FLUSH_PREFIX) + 36]
+
+
+def schedule_flush(conversation_id, due_us, entry):
+    """Flush the conversation's group at `due_us`, or at once when that has passed."""
     if due_us <= clock.now_us():
         get_queue().enqueue(
-            func, *args, job_id=job_id, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
+            FLUSH_JOB, [str(conversation_id)], result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
         )
     else:
-        get_scheduler().enqueue_at(
-            _at(due_us),
-            func,
-            *args,
-            job_id=job_id,
-            job_result_ttl=RESULT_TTL,
-            failure_ttl=FAILURE_TTL,
-        )
+        get_scheduler().add_flush(entry, _at(due_us))
