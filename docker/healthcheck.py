@@ -11,7 +11,7 @@ redis and psycopg2 are imported.
 - worker: this container's RQ worker is registered in Redis. RQ keeps `rq:worker:<name>` alive
   with a TTL it refreshes on every heartbeat and records the worker's hostname in it; the
   container's hostname is its own, so each replica checks itself under `--scale worker=N`.
-- scheduler: a live rq-scheduler heartbeat exists (`rq:scheduler:<name>` expires about 10 s
+- scheduler: a live rq-scheduler heartbeat exists (`rq:scheduler_instance:<name>` expires about 10 s
   after the last loop). rq-scheduler does not record a hostname, so this is "a scheduler is
   running", which is what the service needs; a crashed process ends the container anyway.
 - postgres: the database in DATABASE_URL accepts connections (used by the one-shot migrate).
@@ -51,9 +51,7 @@ def worker():
 
 def scheduler():
     client = _redis()
-    for key in client.scan_iter(match="rq:scheduler:*", count=100):
-        if key == b"rq:scheduler:scheduled_jobs" or client.type(key) != b"hash":
-            continue
+    for key in client.scan_iter(match="rq:scheduler_instance:*", count=100):
         if client.hexists(key, "birth") and not client.hexists(key, "death"):
             return True
     return False
