@@ -77,6 +77,12 @@ if podman run --rm --entrypoint sh "$IMAGE" -c 'command -v gcc cc make npm node'
   say "build tools found in the final image"; exit 1
 fi
 
+if [ -f console/package.json ]; then
+  podman run --rm --entrypoint test "$IMAGE" -f console/dist/index.html ||
+    { say "console/ exists but the image has no console/dist/index.html"; exit 1; }
+  say "console built into the image"
+fi
+
 step "database and redis"
 psql -q "$PG_ADMIN_URL" -v ON_ERROR_STOP=1 \
   -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" >/dev/null
