@@ -10,7 +10,7 @@ WORKDIR /console
 # an empty dist (no /ui/ in the image). The lock is copied before the sources, so `npm ci` stays
 # cached until package-lock.json changes. console-build.sh explains itself.
 COPY docker/console-build.sh consol[e]/package.json consol[e]/package-lock.json ./
-RUN sh console-build.sh deps
+RUN --mount=type=cache,target=/root/.npm sh console-build.sh deps
 COPY docker/console-build.sh consol[e]/ ./
 RUN sh console-build.sh build
 
