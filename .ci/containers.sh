@@ -148,6 +148,7 @@ code=$(post '{"type": "NEW_MESSAGE", "timestamp": "2025-06-04T14:20:05Z",
   "data": {"id": "'$message'", "content": "Olá", "conversation_id": "'$conversation'"}}')
 [ "$code" = 202 ] || { say "NEW_MESSAGE answered $code, expected 202"; exit 1; }
 sent=$SECONDS
+sent_ms=$(($(date +%s%N) / 1000000))
 body=${TMPDIR:-/tmp}/$NAME-conversation.json
 until [ "$(http_status "$BASE/conversations/$conversation/" "$body")" = 200 ] &&
   python3 - "$body" "$message" <<'PY'
@@ -160,7 +161,8 @@ do
   [ $((SECONDS - sent)) -lt 20 ] || { say "no OUTBOUND reply within 20 s:"; cat "$body"; echo; exit 1; }
   sleep 0.25
 done
-say "OUTBOUND reply after ~$((SECONDS - sent)) s: $(python3 -c 'import json,sys; print(json.dumps([m["type"] for m in json.load(open(sys.argv[1]))["messages"]]))' "$body")"
+elapsed_ms=$(($(date +%s%N) / 1000000 - sent_ms))
+say "OUTBOUND reply seen $((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000))) s after the message (quiet window 5 s, poll 0.25 s): $(python3 -c 'import json,sys; print(json.dumps([m["type"] for m in json.load(open(sys.argv[1]))["messages"]]))' "$body")"
 rm -f "$body"
 
 step "graceful stop"
