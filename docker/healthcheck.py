@@ -11,9 +11,9 @@ redis and psycopg2 are imported.
 - worker: this container's RQ worker is registered in Redis. RQ keeps `rq:worker:<name>` alive
   with a TTL it refreshes on every heartbeat and records the worker's hostname in it; the
   container's hostname is its own, so each replica checks itself under `--scale worker=N`.
-- scheduler: a live rq-scheduler heartbeat exists (`rq:scheduler_instance:<name>` expires about 10 s
-  after the last loop). rq-scheduler does not record a hostname, so this is "a scheduler is
-  running", which is what the service needs; a crashed process ends the container anyway.
+- scheduler: the scheduler heartbeat key exists (`conversations:scheduler:heartbeat`, refreshed
+  on every poll, expires about 10 s after the last one). It names no host, so this is "a
+  scheduler is running", which is what the service needs; a crashed process ends the container.
 - postgres: the database in DATABASE_URL accepts connections (used by the one-shot migrate).
 """
 
@@ -50,11 +50,8 @@ def worker():
 
 
 def scheduler():
-    client = _redis()
-    for key in client.scan_iter(match="rq:scheduler_instance:*", count=100):
-        if client.hexists(key, "birth") and not client.hexists(key, "death"):
-            return True
-    return False
+    # Written by PreciseScheduler.heartbeat on every poll, expires ~10 s after the last one.
+    return _redis().exists("conversations:scheduler:heartbeat") == 1
 
 
 def postgres():

@@ -480,10 +480,12 @@ def reconcile():
         ).all()
         db.session.rollback()
         _add_to_group(conversation_id, [(mid, to_us(at)) for mid, at in rows])
-        # Whatever is armed may be lost with a dead worker: look now, with a fresh job.
-        schedule_flush(conversation_id, now)
         metrics.count(redis_client.client, "reconciled")
         log.warning("reconcile_groups", extra={"conversation_id": str(conversation_id)})
+    # Whatever was armed may have died with a worker: look now, with fresh jobs, in batches.
+    from service import queueing
+
+    queueing.flush_now([str(c) for c in overdue])
     db.session.rollback()
     return overdue
 

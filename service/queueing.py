@@ -72,10 +72,7 @@ class PreciseScheduler(Scheduler):
         due = [d.decode() for d in self.connection.zrangebyscore(self.scheduled_jobs_key, 0, now)]
         flushes = self._claim([d for d in due if d.startswith(FLUSH_PREFIX)])
         conversations = list(dict.fromkeys(conversation_of(entry) for entry in flushes))
-        queue = JsonQueue(self.queue_name, connection=self.connection)
-        for start in range(0, len(conversations), FLUSH_BATCH):
-            batch = conversations[start : start + FLUSH_BATCH]
-            queue.enqueue(FLUSH_JOB, batch, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
+        flush_now(conversations, JsonQueue(self.queue_name, connection=self.connection))
         for job_id in (d for d in due if not d.startswith(FLUSH_PREFIX)):
             try:
                 job = self.job_class.fetch(job_id, connection=self.connection)
@@ -150,11 +147,17 @@ def conversation_of(entry):
     return entry[len(FLUSH_PREFIX) : len(FLUSH_PREFIX) + 36]
 
 
+def flush_now(conversation_ids, queue=None):
+    """Queue flushes of these conversations at once, FLUSH_BATCH to a job."""
+    queue = queue or get_queue()
+    for start in range(0, len(conversation_ids), FLUSH_BATCH):
+        batch = conversation_ids[start : start + FLUSH_BATCH]
+        queue.enqueue(FLUSH_JOB, batch, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
+
+
 def schedule_flush(conversation_id, due_us, entry):
     """Flush the conversation's group at `due_us`, or at once when that has passed."""
     if due_us <= clock.now_us():
-        get_queue().enqueue(
-            FLUSH_JOB, [str(conversation_id)], result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
-        )
+        flush_now([str(conversation_id)])
     else:
         get_scheduler().add_flush(entry, _at(due_us))
