@@ -120,15 +120,19 @@ class Webhook(MethodView):
         return body, status
 
 
+CONVERSATION = ConversationSchema()
+ACCEPTED = AcceptedSchema()
+
+
 def _dispatch(kind, data, timestamp):
     if kind == "NEW_CONVERSATION":
-        return ConversationSchema().dump(events.create_conversation(data["id"])), 201
+        return CONVERSATION.dump(events.create_conversation(data["id"])), 201
     if kind == "CLOSE_CONVERSATION":
-        return ConversationSchema().dump(events.close_conversation(data["id"])), 200
+        return CONVERSATION.dump(events.close_conversation(data["id"])), 200
     outcome = events.accept_message(
         data["id"], data["conversation_id"], data["content"], timestamp, data["direction"]
     )
-    return AcceptedSchema().dump(outcome.__dict__), 202
+    return ACCEPTED.dump(outcome.__dict__), 202
 
 
 def _type_label(payload):
