@@ -7,6 +7,7 @@ messages were answered; the buffer only times the groups and can be rebuilt from
 """
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 import redis.exceptions
@@ -421,6 +422,7 @@ def schedule_flush(conversation_id, due_us, job_id=None):
 
 def flush(conversation_id):
     """Answer the conversation's group if it has been quiet long enough, else re-arm."""
+    conversation_id = uuid.UUID(str(conversation_id))  # jobs carry it as JSON text
     now = clock.now_us()
     buffer = reply_buffer()
     next_job = flush_job_id(conversation_id)

@@ -39,6 +39,10 @@ def flush_groups(conversation_ids):
             db.session.rollback()
             log.exception("flush_group_failed", extra={"conversation_id": conversation_id})
             results[conversation_id] = "failed"
+    failed = [c for c, result in results.items() if result == "failed"]
+    if failed:
+        # Fail the job once the others are done, so the failure shows in RQ's registry.
+        raise RuntimeError(f"flush_group failed for {len(failed)} conversation(s): {failed}")
     return results
 
 

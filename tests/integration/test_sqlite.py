@@ -71,3 +71,24 @@ def test_sqlite_id_prefix_search(sqlite_app):
     for prefix in (conversation_id[:4], conversation_id[:13], conversation_id.upper()):
         listed = client.get(f"/conversations/?q={prefix}").get_json()["items"]
         assert [c["id"] for c in listed] == [conversation_id], prefix
+
+
+def test_sqlite_reply_pipeline(sqlite_app, fake_clock):
+    """The worker side on SQLite: a held message joins, the group is answered by a real job."""
+    from service import jobs
+    from tests.helpers import new_conversation, replies, reply_ids, run_due_jobs
+
+    client = sqlite_app.test_client()
+    conversation_id, held = new_id(), new_id()
+    post(client, new_message(held, conversation_id), 202)
+    fake_clock.advance(2)
+    post(client, new_conversation(conversation_id), 201)
+    later = new_id()
+    post(client, new_message(later, conversation_id), 202)
+    fake_clock.advance(5)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [held, later]
+    assert jobs.expire_held() == 0
+    fake_clock.advance(10)
+    assert jobs.reconcile_groups() == []
