@@ -140,6 +140,8 @@ def test_burst_reply_and_close_update_live(page, live_stack):
     ]
     expect(outbound).to_have_attribute("data-message-id", api_reply[0]["id"])
 
+    expect(row).to_contain_text("4 messages")  # the list refreshed live too
+
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
 
