@@ -40,9 +40,15 @@ def sibling_database(url, suffix):
     return urlunsplit(parts._replace(path="/" + name))
 
 
-def sibling_redis(url, index):
+def sibling_redis(url):
+    """The Redis index just below the test index (15 -> 14, 10 -> 9; 0 wraps to 15).
+
+    Derived from TEST_REDIS_URL, so runs given different test indexes also get different
+    live-stack indexes and never flush each other's data.
+    """
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{index}"))
+    index = int(parts.path.lstrip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(index - 1) % 16}"))
 
 
 def free_port():
@@ -121,9 +127,12 @@ class LiveStack:
 
 @pytest.fixture(scope="session")
 def live_stack():
-    """The whole service running as real processes, on its own database and Redis index."""
+    """The whole service running as real processes, on its own database and Redis index.
+
+    The database is `<test db>_live`; the Redis index is the test index minus one.
+    """
     db_url = sibling_database(TEST_DATABASE_URL, "_live")
-    redis_url = sibling_redis(TEST_REDIS_URL, 14)
+    redis_url = sibling_redis(TEST_REDIS_URL)
     reset_schema(db_url)
     app = create_app(app_config(SQLALCHEMY_DATABASE_URI=database_url(db_url)))
     with app.app_context():
