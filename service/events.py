@@ -31,6 +31,8 @@ from service.rules import (
     Rejected,
     check_can_close,
     check_can_receive,
+    duplicate,
+    expired,
     flush_due_us,
     is_quiet,
     message_type,
@@ -79,6 +81,15 @@ def _commit_or_rollback(on_failure=None):
         raise
 
 
+def _insert_or_reject(statement, rejection):
+    """Run an INSERT; a unique violation (a concurrent duplicate) becomes `rejection`."""
+    try:
+        db.session.execute(statement)
+    except IntegrityError:
+        db.session.rollback()
+        raise rejection from None
+
+
 def _conversation_status(conversation_id, lock):
     query = select(Conversation.status).where(Conversation.id == conversation_id)
     if lock == "share":
@@ -92,18 +103,12 @@ def create_conversation(conversation_id):
     """NEW_CONVERSATION: open it and let held messages join it."""
     now = clock.now_us()
     moment = to_datetime(now)
-    try:
-        db.session.execute(
-            insert(Conversation).values(
-                id=conversation_id, status=OPEN, created_at=moment, updated_at=moment
-            )
-        )
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        raise Rejected(
-            "conversation_exists", "A conversation with this id already exists."
-        ) from None
+    _insert_or_reject(
+        insert(Conversation).values(
+            id=conversation_id, status=OPEN, created_at=moment, updated_at=moment
+        ),
+        Rejected("conversation_exists", "A conversation with this id already exists."),
+    )
     joined = _adopt_held(conversation_id, created_us=now, now=now)
     added = _buffer_joined(conversation_id, joined)
     _commit_or_rollback()
@@ -220,23 +225,17 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
     check_can_receive(row[0])
     check_not_held(row[1])
     kind = message_type(direction)
-    try:
-        db.session.execute(
-            insert(Message).values(
-                id=message_id,
-                conversation_id=conversation_id,
-                type=kind,
-                content=content,
-                timestamp=timestamp,
-                received_at=to_datetime(now),
-            )
-        )
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        raise Rejected(
-            "duplicate_message", "A message with this id was already received."
-        ) from None
+    _insert_or_reject(
+        insert(Message).values(
+            id=message_id,
+            conversation_id=conversation_id,
+            type=kind,
+            content=content,
+            timestamp=timestamp,
+            received_at=to_datetime(now),
+        ),
+        duplicate(),
+    )
     if kind != INBOUND:
         _commit_or_rollback()
         return Outcome("accepted", str(message_id), str(conversation_id))
@@ -260,11 +259,9 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
 def check_not_held(held_status):
     """A message id held or dropped before cannot come in again."""
     if held_status == EXPIRED:
-        raise Rejected(
-            "message_expired", "This message was dropped: its conversation came too late."
-        )
+        raise expired()
     if held_status is not None:
-        raise Rejected("duplicate_message", "A message with this id is already held.")
+        raise duplicate(held=True)
 
 
 def _hold(message_id, conversation_id, content, timestamp, direction, now):
@@ -272,28 +269,23 @@ def _hold(message_id, conversation_id, content, timestamp, direction, now):
     held = db.session.get(HeldMessage, message_id)
     if held is not None:
         if held.status == EXPIRED or not within_hold(to_us(held.received_at), now, hold_us()):
-            raise Rejected(
-                "message_expired", "This message was dropped: its conversation came too late."
-            )
-        raise Rejected("duplicate_message", "A message with this id is already held.")
+            raise expired()
+        raise duplicate(held=True)
     if db.session.get(Message, message_id) is not None:
-        raise Rejected("duplicate_message", "A message with this id was already received.")
-    try:
-        db.session.execute(
-            insert(HeldMessage).values(
-                id=message_id,
-                conversation_id=conversation_id,
-                type=message_type(direction),
-                content=content,
-                timestamp=timestamp,
-                received_at=to_datetime(now),
-                status=HELD,
-            )
-        )
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Rejected("duplicate_message", "A message with this id is already held.") from None
+        raise duplicate()
+    _insert_or_reject(
+        insert(HeldMessage).values(
+            id=message_id,
+            conversation_id=conversation_id,
+            type=message_type(direction),
+            content=content,
+            timestamp=timestamp,
+            received_at=to_datetime(now),
+            status=HELD,
+        ),
+        duplicate(held=True),
+    )
+    _commit_or_rollback()
     metrics.count(redis_client.client, "held")
     log.info(
         "message_held",

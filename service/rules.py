@@ -26,6 +26,17 @@ class Rejected(Exception):
         self.message = message
 
 
+def duplicate(held=False):
+    """The rejection of a message id seen before."""
+    where = "is already held" if held else "was already received"
+    return Rejected("duplicate_message", f"A message with this id {where}.")
+
+
+def expired():
+    """The rejection of a message id whose hold ran out."""
+    return Rejected("message_expired", "This message was dropped: its conversation came too late.")
+
+
 def check_can_receive(status):
     """A message may join only an open conversation."""
     if status == CLOSED:
