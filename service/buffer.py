@@ -119,6 +119,8 @@ class ReplyBuffer:
 
         `notice`, a (channel, text) pair, is published in the same round trip.
         """
+        if not arrivals:
+            raise ValueError("nothing to add")
         channel, text = notice or ("", "")
         argv = [self.key_ttl_ms, channel, text, job_id]
         for message_id, arrival_us in arrivals:

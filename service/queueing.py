@@ -104,13 +104,16 @@ def get_queue():
     return JsonQueue(current_app.config["RQ_QUEUE"], connection=redis_client.client)
 
 
-def get_scheduler(interval=None):
-    """A scheduler feeding the app's queue."""
-    return PreciseScheduler(
-        queue=get_queue(),
-        connection=redis_client.client,
-        interval=interval or current_app.config["SCHEDULER_INTERVAL"],
-    )
+def get_scheduler():
+    """The app's scheduler handle (also what the scheduler process runs)."""
+    ext = current_app.extensions
+    if "scheduler" not in ext:
+        ext["scheduler"] = PreciseScheduler(
+            queue=get_queue(),
+            connection=redis_client.client,
+            interval=current_app.config["SCHEDULER_INTERVAL"],
+        )
+    return ext["scheduler"]
 
 
 def get_worker(name=None):
