@@ -9,6 +9,7 @@ messages were answered; the buffer only times the groups and can be rebuilt from
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis.exceptions
 from sqlalchemy import Boolean, Uuid, bindparam, delete, func, insert, select, text, update
@@ -90,13 +91,10 @@ def _insert_or_reject(statement, rejection):
         raise rejection from None
 
 
-def _conversation_status(conversation_id, lock):
+def _lock_conversation(conversation_id):
+    """The conversation's status, with its row locked until the commit (None if unknown)."""
     query = select(Conversation.status).where(Conversation.id == conversation_id)
-    if lock == "share":
-        query = query.with_for_update(read=True)
-    elif lock == "update":
-        query = query.with_for_update()
-    return db.session.execute(query).scalar_one_or_none()
+    return db.session.execute(query.with_for_update()).scalar_one_or_none()
 
 
 def create_conversation(conversation_id):
@@ -221,6 +219,22 @@ INSERT_MESSAGE = text(
     bindparam("received_at", type_=UTCDateTime),
     bindparam("generated", False, type_=Boolean),
 )
+SELECT_UNANSWERED = (
+    text(
+        "SELECT id FROM messages WHERE conversation_id = :conversation_id AND type = 'INBOUND'"
+        " AND reply_id IS NULL AND received_at <= :upto ORDER BY received_at, id"
+    )
+    .bindparams(bindparam("conversation_id", type_=Uuid), bindparam("upto", type_=UTCDateTime))
+    .columns(id=Uuid)
+)
+LINK_REPLY = text("UPDATE messages SET reply_id = :reply WHERE id IN :ids").bindparams(
+    bindparam("reply", type_=Uuid), bindparam("ids", expanding=True, type_=Uuid)
+)
+TOUCH_CONVERSATION = text(
+    "UPDATE conversations SET updated_at = :at WHERE id = :conversation_id"
+).bindparams(bindparam("at", type_=UTCDateTime), bindparam("conversation_id", type_=Uuid))
+# Far enough ahead that "every unanswered message" needs no second statement.
+END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 ACCEPT_CHECK = (
     "SELECT c.status, (SELECT h.status FROM held_messages h WHERE h.id = :message_id)"
     " FROM conversations c WHERE c.id = :conversation_id"
@@ -331,7 +345,7 @@ def _hold(message_id, conversation_id, content, timestamp, direction, now):
 def close_conversation(conversation_id):
     """CLOSE_CONVERSATION: answer the open group now, then close."""
     now = clock.now_us()
-    check_can_close(_conversation_status(conversation_id, lock="update"))
+    check_can_close(_lock_conversation(conversation_id))
     answered = _answer_group(conversation_id, now)
     db.session.execute(
         update(Conversation)
@@ -361,57 +375,56 @@ def _answer_group(conversation_id, now, upto_us=None):
     Returns (reply_id, message_ids), or None when nothing was waiting. Called with the
     conversation row locked, so two flushes of one group answer it once.
     """
-    query = select(Message.id).where(
-        Message.conversation_id == conversation_id,
-        Message.type == INBOUND,
-        Message.reply_id.is_(None),
+    upto = END_OF_TIME if upto_us is None else to_datetime(upto_us)
+    ids = (
+        db.session.execute(SELECT_UNANSWERED, {"conversation_id": conversation_id, "upto": upto})
+        .scalars()
+        .all()
     )
-    if upto_us is not None:
-        query = query.where(Message.received_at <= to_datetime(upto_us))
-    ids = db.session.execute(query.order_by(Message.received_at, Message.id)).scalars().all()
     if not ids:
         return None
     reply = reply_id(ids[0])
     moment = to_datetime(now)
     db.session.execute(
-        insert(Message).values(
-            id=reply,
-            conversation_id=conversation_id,
-            type="OUTBOUND",
-            content=reply_content(ids),
-            timestamp=moment,
-            received_at=moment,
-            generated=True,
-        )
+        INSERT_MESSAGE,
+        {
+            "id": reply,
+            "conversation_id": conversation_id,
+            "type": "OUTBOUND",
+            "content": reply_content(ids),
+            "timestamp": moment,
+            "received_at": moment,
+            "generated": True,
+        },
     )
-    db.session.execute(update(Message).where(Message.id.in_(ids)).values(reply_id=reply))
-    db.session.execute(
-        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=moment)
-    )
+    db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
+    db.session.execute(TOUCH_CONVERSATION, {"at": moment, "conversation_id": conversation_id})
     return reply, ids
 
 
-def _reply_created(conversation_id, answered, trigger, newest_us, now):
+def _reply_created(conversation_id, answered, trigger, newest_us, now, counts=()):
+    """Log, count and announce a reply, in one Redis round trip."""
     reply, ids = answered
-    metrics.count(redis_client.client, f"replies_{trigger}")
     extra = {
         "conversation_id": str(conversation_id),
         "reply_id": str(reply),
         "message_ids": [str(i) for i in ids],
         "trigger": trigger,
     }
+    lateness = None
     if newest_us is not None:
         lateness = (now - flush_due_us(newest_us, quiet_us())) / 1_000_000
-        metrics.observe_lateness(redis_client.client, lateness)
         extra["lateness_s"] = round(lateness, 4)
     log.info("reply_created", extra=extra)
-    publish(
-        redis_client.client,
+    announce = notice(
         "reply.created",
         conversation_id=conversation_id,
         message_id=reply,
         message_ids=list(ids),
         at=to_datetime(now),
+    )
+    metrics.record(
+        redis_client.client, [*counts, f"replies_{trigger}"], lateness=lateness, notice=announce
     )
 
 
@@ -445,20 +458,24 @@ def flush(conversation_id):
     buffer = reply_buffer()
     next_job = flush_job_id(conversation_id)
     decision = buffer.decide(conversation_id, now, quiet_us(), next_job)
-    metrics.count(redis_client.client, f"flush_{decision.action}")
+    counted = f"flush_{decision.action}"
+    if decision.action != "ready":
+        metrics.count(redis_client.client, counted)
     if decision.action == "empty":
         return "empty"
     if decision.action == "wait":
         schedule_flush(conversation_id, decision.at_us, next_job)
         return "wait"
-    status = _conversation_status(conversation_id, lock="update")
+    status = _lock_conversation(conversation_id)
     answered = (
         _answer_group(conversation_id, now, upto_us=decision.at_us) if status == OPEN else None
     )
     _commit_or_rollback()
     remaining = buffer.ack(conversation_id, decision.at_us, next_job)
     if answered:
-        _reply_created(conversation_id, answered, "quiet", decision.at_us, now)
+        _reply_created(conversation_id, answered, "quiet", decision.at_us, now, [counted])
+    else:
+        metrics.count(redis_client.client, counted)
     if remaining is not None:
         # Messages came in while this group was being answered: look again at once, and
         # the decision will wait for their own quiet window.

@@ -55,14 +55,20 @@ def count(client, name, amount=1):
         log.warning("metrics_write_failed", extra={"reason": str(exc)})
 
 
-def observe_lateness(client, seconds):
-    """Record one reply's lateness in the shared histogram."""
-    bucket = next((b for b in LATENESS_BUCKETS if seconds <= b), "inf")
+def record(client, names, lateness=None, notice=None):
+    """Add to several counters, observe a reply's lateness and publish a live notice, in
+    one round trip; never fails the work it describes."""
     try:
         with client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(PIPELINE_KEY, f"lateness_le_{bucket}", 1)
-            pipe.hincrbyfloat(PIPELINE_KEY, "lateness_sum", seconds)
-            pipe.hincrby(PIPELINE_KEY, "lateness_count", 1)
+            for name in names:
+                pipe.hincrby(PIPELINE_KEY, name, 1)
+            if lateness is not None:
+                bucket = next((b for b in LATENESS_BUCKETS if lateness <= b), "inf")
+                pipe.hincrby(PIPELINE_KEY, f"lateness_le_{bucket}", 1)
+                pipe.hincrbyfloat(PIPELINE_KEY, "lateness_sum", lateness)
+                pipe.hincrby(PIPELINE_KEY, "lateness_count", 1)
+            if notice is not None:
+                pipe.publish(*notice)
             pipe.execute()
     except redis.exceptions.RedisError as exc:
         log.warning("metrics_write_failed", extra={"reason": str(exc)})
