@@ -91,10 +91,17 @@ def _insert_or_reject(statement, rejection):
         raise rejection from None
 
 
-def _lock_conversation(conversation_id):
+def _lock_conversation(conversation_id, cache={}):  # noqa: B006 - one statement per dialect
     """The conversation's status, with its row locked until the commit (None if unknown)."""
-    query = select(Conversation.status).where(Conversation.id == conversation_id)
-    return db.session.execute(query.with_for_update()).scalar_one_or_none()
+    dialect = db.session.get_bind().dialect.name
+    if dialect not in cache:
+        lock = " FOR UPDATE" if dialect == "postgresql" else ""
+        cache[dialect] = text(
+            "SELECT status FROM conversations WHERE id = :conversation_id" + lock
+        ).bindparams(bindparam("conversation_id", type_=Uuid))
+    return db.session.execute(
+        cache[dialect], {"conversation_id": conversation_id}
+    ).scalar_one_or_none()
 
 
 def create_conversation(conversation_id):
