@@ -95,8 +95,9 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
 def summarize(
     values: Sequence[float], pcts: Iterable[float] = (50, 95, 99), scale: float = 1.0
 ) -> dict[str, float | int | None]:
-    """``{"count", "p50", ..., "max"}`` of ``values`` multiplied by ``scale``, rounded."""
+    """``{"count", "min", "p50", ..., "max"}`` of ``values`` multiplied by ``scale``, rounded."""
     summary: dict[str, float | int | None] = {"count": len(values)}
+    summary["min"] = round(min(values) * scale, 3) + 0.0 if values else None
     for pct in pcts:
         value = percentile(values, pct)
         summary[f"p{pct:g}"] = None if value is None else round(value * scale, 3) + 0.0

@@ -217,6 +217,7 @@ def test_percentile_interpolates_linearly() -> None:
 def test_summarize() -> None:
     assert replay.summarize([0.001, 0.002, 0.003], (50,), scale=1000) == {
         "count": 3,
+        "min": 1.0,
         "p50": 2.0,
         "max": 3.0,
     }
