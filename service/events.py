@@ -261,12 +261,14 @@ def _accept_check(cache={}):  # noqa: B006 - a cache of one statement per dialec
 
 def accept_message(message_id, conversation_id, content, timestamp, direction):
     """NEW_MESSAGE: store it and add it to its conversation's group, or hold it."""
-    now = clock.now_us()
     # One round trip for both checks; the share lock makes a concurrent close wait for this
     # message, so the close answers it instead of leaving it unanswered.
     row = db.session.execute(
         _accept_check(), {"message_id": message_id, "conversation_id": conversation_id}
     ).one_or_none()
+    # Arrival is read only now, once a connection is in hand and the checks are done, so the
+    # time between the stamp and the buffer entry is one INSERT, not a wait for the pool.
+    now = clock.now_us()
     if row is None:
         return _hold(message_id, conversation_id, content, timestamp, direction, now)
     check_can_receive(row[0])
@@ -546,13 +548,18 @@ def expire_held():
         .scalars()
         .all()
     )
-    expired = 0
+    dropped = 0
     for conversation_id in waiting:
-        created = db.session.execute(
-            select(Conversation.created_at).where(Conversation.id == conversation_id)
-        ).scalar_one_or_none()
-        if created is not None:
-            joined = _adopt_held(conversation_id, created_us=to_us(created), now=now)
+        # Locked like a close does, so a close cannot slip in between the check and the join.
+        conversation = db.session.execute(
+            select(Conversation.status, Conversation.created_at)
+            .where(Conversation.id == conversation_id)
+            .with_for_update()
+        ).one_or_none()
+        if conversation is not None and conversation.status == OPEN:
+            joined = _adopt_held(
+                conversation_id, created_us=to_us(conversation.created_at), now=now
+            )
             added = _buffer_joined(conversation_id, joined)
             _commit_or_rollback()
             _after_joined(conversation_id, joined, added)
@@ -563,7 +570,9 @@ def expire_held():
                 .where(
                     HeldMessage.conversation_id == conversation_id,
                     HeldMessage.status == HELD,
-                    HeldMessage.received_at < to_datetime(now - hold_us()),
+                    # A closed conversation takes nothing more: its held messages are dropped.
+                    HeldMessage.received_at
+                    < to_datetime(now - hold_us() if conversation is None else now + 1),
                 )
                 .with_for_update(skip_locked=True)
             )
@@ -578,6 +587,6 @@ def expire_held():
                 conversation_id=conversation_id,
                 message_id=held.id,
             )
-        expired += len(stale)
+        dropped += len(stale)
         _commit_or_rollback()
-    return expired
+    return dropped

@@ -24,7 +24,21 @@ class Timestamp(fields.AwareDateTime):
         super().__init__(format="iso", default_timezone=UTC, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # e.g. year 1 with a positive offset
+            raise self.make_error("invalid", obj_type="datetime") from None
+
+
+def storable_text(value):
+    """Text PostgreSQL can store: no NUL character, no unpaired surrogate."""
+    if "\x00" in value:
+        raise ValidationError("Must not contain the NUL character.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode text (no unpaired surrogates).") from None
 
 
 class ConversationRefSchema(Schema):
@@ -38,7 +52,7 @@ class NewMessageDataSchema(Schema):
     )
     content = fields.String(
         required=True,
-        validate=validate.Length(min=1),
+        validate=[validate.Length(min=1), storable_text],
         metadata={
             "description": "Message text, 1 to MAX_MESSAGE_CHARS (4096) characters",
             "example": "Olá, quero informações sobre alugar um apartamento.",

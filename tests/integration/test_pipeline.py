@@ -369,3 +369,33 @@ def test_a_burst_needs_one_flush_job(client, fake_clock, redis_conn):
     counts = redis_conn.hgetall("conversations:metrics")
     assert counts[b"flush_ready"] == b"1"
     assert b"flush_wait" not in counts
+
+
+def test_held_message_racing_a_closed_conversation_is_dropped_not_joined(client, fake_clock):
+    from service.clock import to_datetime
+    from service.extensions import db
+    from service.models import HeldMessage
+
+    conversation_id, message_id = new_id(), new_id()
+    post(client, new_conversation(conversation_id), 201)
+    # As if the hold had been written just after the conversation's transaction looked...
+    db.session.add(
+        HeldMessage(
+            id=message_id,
+            conversation_id=conversation_id,
+            type="INBOUND",
+            content="x",
+            timestamp=to_datetime(fake_clock()),
+            received_at=to_datetime(fake_clock()),
+            status="HELD",
+        )
+    )
+    db.session.commit()
+    # ...and the conversation closed before the expiry job came round.
+    post(client, close_conversation(conversation_id), 200)
+    assert jobs.expire_held() == 1
+    assert messages(client, conversation_id) == []
+    [held] = client.get(f"/held/?conversation_id={conversation_id}").get_json()["items"]
+    assert held["status"] == "EXPIRED"
+    response = post(client, new_message(message_id, conversation_id), 400)
+    assert response.get_json()["error"] in ("message_expired", "conversation_closed")
