@@ -324,26 +324,31 @@ def test_held_messages_join_in_arrival_order_with_later_ones(client, fake_clock)
     assert reply_ids(reply) == held + [later]
 
 
-def test_held_message_racing_its_conversation_is_joined_by_the_expiry_job(app, client, fake_clock):
-    conversation_id, message_id = new_id(), new_id()
-    post(client, new_conversation(conversation_id), 201)
-    # As if the hold had been written just after the conversation's transaction looked.
+def hold_behind_its_conversation(message_id, conversation_id, at_us):
+    """Write a hold as if it committed just after its conversation's creation looked."""
     from service.clock import to_datetime
     from service.extensions import db
     from service.models import HeldMessage
 
+    moment = to_datetime(at_us)
     db.session.add(
         HeldMessage(
             id=message_id,
             conversation_id=conversation_id,
             type="INBOUND",
             content="x",
-            timestamp=to_datetime(fake_clock()),
-            received_at=to_datetime(fake_clock()),
+            timestamp=moment,
+            received_at=moment,
             status="HELD",
         )
     )
     db.session.commit()
+
+
+def test_held_message_racing_its_conversation_is_joined_by_the_expiry_job(app, client, fake_clock):
+    conversation_id, message_id = new_id(), new_id()
+    post(client, new_conversation(conversation_id), 201)
+    hold_behind_its_conversation(message_id, conversation_id, fake_clock())
     jobs.expire_held()
     fake_clock.advance(5)
     run_due_jobs()
@@ -372,25 +377,9 @@ def test_a_burst_needs_one_flush_job(client, fake_clock, redis_conn):
 
 
 def test_held_message_racing_a_closed_conversation_is_dropped_not_joined(client, fake_clock):
-    from service.clock import to_datetime
-    from service.extensions import db
-    from service.models import HeldMessage
-
     conversation_id, message_id = new_id(), new_id()
     post(client, new_conversation(conversation_id), 201)
-    # As if the hold had been written just after the conversation's transaction looked...
-    db.session.add(
-        HeldMessage(
-            id=message_id,
-            conversation_id=conversation_id,
-            type="INBOUND",
-            content="x",
-            timestamp=to_datetime(fake_clock()),
-            received_at=to_datetime(fake_clock()),
-            status="HELD",
-        )
-    )
-    db.session.commit()
+    hold_behind_its_conversation(message_id, conversation_id, fake_clock())
     # ...and the conversation closed before the expiry job came round.
     post(client, close_conversation(conversation_id), 200)
     assert jobs.expire_held() == 1
