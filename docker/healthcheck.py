@@ -6,8 +6,8 @@ Kept out of the app on purpose: importing the app (SQLAlchemy, flask-smorest, th
 costs more than the check itself, and a check must work when the app is wedged. Only urllib,
 redis and psycopg2 are imported.
 
-- web: GET /healthz on this container's PORT (process alive). Until /healthz exists, a 404 there
-  falls back to GET /openapi.json, which the app always serves.
+- web: GET /healthz on this container's PORT (process alive). A 404 there (an image built
+  before /healthz existed) falls back to GET /openapi.json, which the app always serves.
 - worker: this container's RQ worker is registered in Redis. RQ keeps `rq:worker:<name>` alive
   with a TTL it refreshes on every heartbeat and records the worker's hostname in it; the
   container's hostname is its own, so each replica checks itself under `--scale worker=N`.
