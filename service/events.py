@@ -502,32 +502,33 @@ def reconcile():
     grace = seconds_us(current_app.config["RECONCILE_GRACE_SECONDS"])
     cutoff = to_datetime(now - quiet_us() - grace)
     overdue = (
-        db.session.execute(
-            select(Message.conversation_id)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(
-                Message.type == INBOUND,
-                Message.reply_id.is_(None),
-                Conversation.status == OPEN,
-            )
-            .group_by(Message.conversation_id)
-            .having(func.max(Message.received_at) < cutoff)
+        select(Message.conversation_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Message.type == INBOUND,
+            Message.reply_id.is_(None),
+            Conversation.status == OPEN,
         )
-        .scalars()
-        .all()
+        .group_by(Message.conversation_id)
+        .having(func.max(Message.received_at) < cutoff)
     )
-    for conversation_id in overdue:
-        rows = db.session.execute(
-            select(Message.id, Message.received_at).where(
-                Message.conversation_id == conversation_id,
-                Message.type == INBOUND,
-                Message.reply_id.is_(None),
-            )
-        ).all()
-        db.session.rollback()
-        if not rows:  # answered since the first query
-            continue
-        _add_to_group(conversation_id, [(mid, to_us(at)) for mid, at in rows])
+    # One query for the unanswered messages of every overdue conversation.
+    rows = db.session.execute(
+        select(Message.conversation_id, Message.id, Message.received_at)
+        .where(
+            Message.conversation_id.in_(overdue.scalar_subquery()),
+            Message.type == INBOUND,
+            Message.reply_id.is_(None),
+        )
+        .order_by(Message.conversation_id)
+    ).all()
+    db.session.rollback()
+    arrivals = {}
+    for conversation_id, message_id, received_at in rows:
+        arrivals.setdefault(conversation_id, []).append((message_id, to_us(received_at)))
+    overdue = list(arrivals)
+    for conversation_id, pairs in arrivals.items():
+        _add_to_group(conversation_id, pairs)
         metrics.count(redis_client.client, "reconciled")
         log.warning("reconcile_groups", extra={"conversation_id": str(conversation_id)})
     # Whatever was armed may have died with a worker: look now, with fresh jobs, in batches.

@@ -37,7 +37,6 @@ class JsonQueue(Queue):
 
     def __init__(self, *args, **kwargs):
         kwargs["serializer"] = JSONSerializer
-        kwargs.setdefault("job_class", JsonJob)
         super().__init__(*args, **kwargs)
 
 
