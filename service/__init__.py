@@ -69,6 +69,13 @@ def create_app(overrides=None):
         given = request.headers.get("X-Request-ID", "")
         g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
+    @app.teardown_request
+    def end_session(exc):
+        # Flask-SQLAlchemy ends the session with the app context; a request running inside
+        # an outer app context (tests, CLI) must not leave its transaction and locks behind
+        # for the next one, whose hot path runs on a connection of its own.
+        db.session.remove()
+
     @app.after_request
     def return_request_id(response):
         if getattr(g, "request_id", None):

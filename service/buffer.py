@@ -7,7 +7,7 @@ which messages were answered, and `reconcile_groups` rebuilds the buffer from it
 
 Scores are arrival times in integer microseconds (see `service.clock`). The `armed` key holds
 the id of the flush job pending for the conversation, so there is one per open group, not one
-per message; a later message only moves that job's due time.
+per message; a flush that finds its group still active re-arms for the group's new end.
 """
 
 from dataclasses import dataclass
@@ -18,20 +18,17 @@ from dataclasses import dataclass
 # KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, job_id, score1, member1, score2, ...
 # Publishes `notice` on `channel` when given (saves the caller a round trip). Arms the flush
 # with `job_id` unless one is pending already.
-# Returns {added, must_schedule, newest_score, pending_job_id, newest_score_before}.
+# Returns {added, armed (1 when job_id is now the pending flush), newest_score}.
 ADD = """
 local ttl = table.remove(ARGV, 1)
 local channel = table.remove(ARGV, 1)
 local notice = table.remove(ARGV, 1)
 local job = table.remove(ARGV, 1)
 if notice ~= '' then redis.call('PUBLISH', channel, notice) end
-local before = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2] or ''
 local added = redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
-local armed = redis.call('SET', KEYS[2], job, 'NX', 'PX', ttl)
-local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if armed then return {added, 1, newest[2], job, before} end
-return {added, 0, newest[2], redis.call('GET', KEYS[2]) or '', before}
+local armed = redis.call('SET', KEYS[2], job, 'NX', 'PX', ttl) and 1 or 0
+return {added, armed, redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]}
 """
 
 # KEYS: buffer, armed. ARGV: member. Undoes an ADD whose database write failed.
@@ -93,8 +90,7 @@ class Added:
     added: int
     must_schedule: bool  # the caller's job id armed the flush: schedule it
     newest_us: int
-    pending_job: str  # the flush job now pending for the group
-    previous_newest_us: int | None  # the newest arrival before this add
+    job: str  # the job id the caller passed
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,8 @@ class ReplyBuffer:
         argv = [self.key_ttl_ms, channel, text, job_id]
         for message_id, arrival_us in arrivals:
             argv += [int(arrival_us), str(message_id)]
-        added, armed, newest, pending, before = self._add(keys=keys(conversation_id), args=argv)
-        previous = int(float(before)) if before else None
-        return Added(int(added), bool(armed), int(float(newest)), pending.decode(), previous)
+        added, armed, newest = self._add(keys=keys(conversation_id), args=argv)
+        return Added(int(added), bool(armed), int(float(newest)), job_id)
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""

@@ -35,12 +35,12 @@ from service.rules import (
     duplicate,
     expired,
     flush_due_us,
-    is_quiet,
     message_type,
     reply_content,
     reply_id,
     within_hold,
 )
+from service.sql import Statement
 
 log = logging.getLogger(__name__)
 
@@ -173,24 +173,14 @@ def _add_to_group(conversation_id, arrivals, notice=None):
 
 
 def _arm(conversation_id, added):
-    """After the commit: schedule the flush just armed, or move the pending one later."""
-    due = flush_due_us(added.newest_us, quiet_us())
-    if added.must_schedule:
-        schedule_flush(conversation_id, due, added.pending_job)
-    elif (
-        added.added
-        and added.pending_job
-        and added.previous_newest_us is not None
-        # Only a message that extends the open group delays its flush; after a gap of a
-        # whole window the pending flush must still answer the group that just closed.
-        and not is_quiet(added.previous_newest_us, added.newest_us, quiet_us())
-    ):
-        from service.queueing import postpone
+    """After the commit: schedule the flush this add armed, if it armed one.
 
-        try:
-            postpone(added.pending_job, due)
-        except redis.exceptions.RedisError as exc:  # the pending flush re-arms on its own
-            log.warning("flush_group_postpone_failed", extra={"reason": str(exc)})
+    A later message of the same group does not move the pending flush: when that flush
+    finds the group still active, it re-arms itself for the group's new end. That costs
+    one Redis decision per extension in a worker instead of a round trip per message here.
+    """
+    if added.must_schedule:
+        schedule_flush(conversation_id, flush_due_us(added.newest_us, quiet_us()), added.job)
 
 
 def _after_joined(conversation_id, joined, added):
@@ -246,47 +236,69 @@ ACCEPT_CHECK = (
     "SELECT c.status, (SELECT h.status FROM held_messages h WHERE h.id = :message_id)"
     " FROM conversations c WHERE c.id = :conversation_id"
 )
+ACCEPT_CHECKS = {
+    "postgresql": Statement(
+        ACCEPT_CHECK + " FOR SHARE OF c", message_id=Uuid, conversation_id=Uuid
+    ),
+    # SQLite has no row locks: BEGIN IMMEDIATE serialises the whole transaction instead.
+    "sqlite": Statement(ACCEPT_CHECK, message_id=Uuid, conversation_id=Uuid),
+}
+# A concurrent duplicate is no exception: it stores nothing, and the rowcount says so.
+STORE_MESSAGE = Statement(
+    "INSERT INTO messages (id, conversation_id, type, content, timestamp, received_at, generated)"
+    " VALUES (:id, :conversation_id, :type, :content, :timestamp, :received_at, :generated)"
+    " ON CONFLICT (id) DO NOTHING",
+    id=Uuid,
+    conversation_id=Uuid,
+    timestamp=UTCDateTime,
+    received_at=UTCDateTime,
+    generated=Boolean,
+)
 
 
-def _accept_check(cache={}):  # noqa: B006 - a cache of one statement per dialect
+def _accept_check(dialect):
     """The conversation's status and the message id's hold status, sharing the row lock."""
-    dialect = db.session.get_bind().dialect.name
-    if dialect not in cache:
-        share = " FOR SHARE OF c" if dialect == "postgresql" else ""
-        cache[dialect] = text(ACCEPT_CHECK + share).bindparams(
-            bindparam("message_id", type_=Uuid), bindparam("conversation_id", type_=Uuid)
-        )
-    return cache[dialect]
+    return ACCEPT_CHECKS.get(dialect.name, ACCEPT_CHECKS["sqlite"])
 
 
 def accept_message(message_id, conversation_id, content, timestamp, direction):
     """NEW_MESSAGE: store it and add it to its conversation's group, or hold it."""
-    # One round trip for both checks; the share lock makes a concurrent close wait for this
-    # message, so the close answers it instead of leaving it unanswered.
-    row = db.session.execute(
-        _accept_check(), {"message_id": message_id, "conversation_id": conversation_id}
-    ).one_or_none()
+    # The hot path: one Connection and prepared statements, no Session (see service.sql).
+    with db.engine.connect() as connection:
+        # One round trip for both checks; on PostgreSQL the share lock makes a concurrent
+        # close wait for this message, so the close answers it instead of leaving it alone.
+        row = (
+            _accept_check(connection.dialect)
+            .execute(connection, message_id=message_id, conversation_id=conversation_id)
+            .first()
+        )
+        if row is not None:
+            message = (message_id, conversation_id, content, timestamp, direction)
+            return _accept(connection, row, *message)
+    return _hold(message_id, conversation_id, content, timestamp, direction)
+
+
+def _accept(connection, row, message_id, conversation_id, content, timestamp, direction):
+    check_can_receive(row[0])
+    check_not_held(row[1])
     # Arrival is read only now, once a connection is in hand and the checks are done, so the
     # time between the stamp and the buffer entry is one INSERT, not a wait for the pool.
     now = clock.now_us()
-    if row is None:
-        return _hold(message_id, conversation_id, content, timestamp, direction, now)
-    check_can_receive(row[0])
-    check_not_held(row[1])
     kind = message_type(direction)
-    _insert_or_reject(
-        INSERT_MESSAGE.bindparams(
-            id=message_id,
-            conversation_id=conversation_id,
-            type=kind,
-            content=content,
-            timestamp=timestamp,
-            received_at=to_datetime(now),
-        ),
-        duplicate(),
-    )
+    stored = STORE_MESSAGE.execute(
+        connection,
+        id=message_id,
+        conversation_id=conversation_id,
+        type=kind,
+        content=content,
+        timestamp=timestamp,
+        received_at=to_datetime(now),
+        generated=False,
+    ).rowcount
+    if not stored:
+        raise duplicate()
     if kind != INBOUND:
-        _commit_or_rollback()
+        connection.commit()
         return Outcome("accepted", str(message_id), str(conversation_id))
     due = flush_due_us(now, quiet_us())
     announce = notice(
@@ -295,12 +307,13 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
         message_id=message_id,
         reply_due_at=to_datetime(due),
     )
+    # A Redis failure here leaves the row uncommitted: the Connection rolls it back.
+    added = _add_to_group(conversation_id, [(message_id, now)], notice=announce)
     try:
-        added = _add_to_group(conversation_id, [(message_id, now)], notice=announce)
+        connection.commit()
     except BaseException:
-        db.session.rollback()
+        reply_buffer().withdraw(conversation_id, message_id)
         raise
-    _commit_or_rollback(lambda: reply_buffer().withdraw(conversation_id, message_id))
     _arm(conversation_id, added)
     return Outcome("accepted", str(message_id), str(conversation_id), to_datetime(due))
 
@@ -313,8 +326,9 @@ def check_not_held(held_status):
         raise duplicate(held=True)
 
 
-def _hold(message_id, conversation_id, content, timestamp, direction, now):
+def _hold(message_id, conversation_id, content, timestamp, direction):
     """Keep a message whose conversation is not known yet, for the hold window."""
+    now = clock.now_us()
     held = db.session.get(HeldMessage, message_id)
     if held is not None:
         if held.status == EXPIRED or not within_hold(to_us(held.received_at), now, hold_us()):
@@ -492,6 +506,10 @@ def flush(conversation_id):
     return "answered" if answered else "nothing"
 
 
+# Conversations re-armed per reconcile run at most; a longer backlog drains over later runs.
+RECONCILE_BATCH = 1000
+
+
 def reconcile():
     """Re-arm groups the database says are unanswered past their due time.
 
@@ -501,32 +519,33 @@ def reconcile():
     now = clock.now_us()
     grace = seconds_us(current_app.config["RECONCILE_GRACE_SECONDS"])
     cutoff = to_datetime(now - quiet_us() - grace)
+    unanswered = (Message.type == INBOUND, Message.reply_id.is_(None))
+    # Two simple queries, not one nested one: with stale statistics (a young table) the
+    # planner ran the nested form as a loop over every unanswered message, for minutes.
     overdue = (
-        select(Message.conversation_id)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(
-            Message.type == INBOUND,
-            Message.reply_id.is_(None),
-            Conversation.status == OPEN,
+        db.session.execute(
+            select(Message.conversation_id)
+            .where(*unanswered)
+            .group_by(Message.conversation_id)
+            .having(func.max(Message.received_at) < cutoff)
+            .order_by(func.max(Message.received_at))
+            .limit(RECONCILE_BATCH)
         )
-        .group_by(Message.conversation_id)
-        .having(func.max(Message.received_at) < cutoff)
+        .scalars()
+        .all()
     )
-    # One query for the unanswered messages of every overdue conversation.
-    rows = db.session.execute(
-        select(Message.conversation_id, Message.id, Message.received_at)
-        .where(
-            Message.conversation_id.in_(overdue.scalar_subquery()),
-            Message.type == INBOUND,
-            Message.reply_id.is_(None),
-        )
-        .order_by(Message.conversation_id)
-    ).all()
+    rows = []
+    if overdue:
+        rows = db.session.execute(
+            select(Message.conversation_id, Message.id, Message.received_at)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.conversation_id.in_(overdue), Conversation.status == OPEN, *unanswered)
+            .order_by(Message.conversation_id, Message.received_at, Message.id)
+        ).all()
     db.session.rollback()
     arrivals = {}
     for conversation_id, message_id, received_at in rows:
         arrivals.setdefault(conversation_id, []).append((message_id, to_us(received_at)))
-    overdue = list(arrivals)
     for conversation_id, pairs in arrivals.items():
         _add_to_group(conversation_id, pairs)
         metrics.count(redis_client.client, "reconciled")
@@ -534,9 +553,8 @@ def reconcile():
     # Whatever was armed may have died with a worker: look now, with fresh jobs, in batches.
     from service import queueing
 
-    queueing.flush_now([str(c) for c in overdue])
-    db.session.rollback()
-    return overdue
+    queueing.flush_now([str(c) for c in arrivals])
+    return list(arrivals)
 
 
 def expire_held():

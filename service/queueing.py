@@ -89,14 +89,6 @@ class PreciseScheduler(Scheduler):
             removed = pipe.execute()
         return [entry for entry, gone in zip(entries, removed, strict=True) if gone]
 
-    def postpone(self, job_id, scheduled_time):
-        """Move a job still waiting in the scheduler to a later time.
-
-        XX: a job the scheduler already moved to the queue is left alone (never scheduled a
-        second time); it will find its group still active and re-arm.
-        """
-        self.connection.zadd(self.scheduled_jobs_key, {job_id: scheduled_time.timestamp()}, xx=True)
-
 
 def get_queue():
     """The app's job queue."""
@@ -130,11 +122,6 @@ def get_worker(name=None):
 
 def _at(due_us):
     return datetime.fromtimestamp(due_us / 1_000_000, tz=UTC)
-
-
-def postpone(job_id, due_us):
-    """Move a scheduled job to `due_us`, if it is still waiting in the scheduler."""
-    get_scheduler().postpone(job_id, _at(due_us))
 
 
 def flush_entry(conversation_id):

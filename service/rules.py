@@ -71,11 +71,6 @@ def flush_due_us(newest_arrival_us, quiet_us):
     return newest_arrival_us + quiet_us
 
 
-def is_quiet(newest_arrival_us, now_us, quiet_us):
-    """A group closes once the quiet window after its newest message has fully passed."""
-    return now_us >= flush_due_us(newest_arrival_us, quiet_us)
-
-
 def within_hold(received_us, now_us, hold_us):
     """A held message may still join its conversation."""
     return now_us - received_us <= hold_us

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from marshmallow import ValidationError
 
 from service import events, metrics
-from service.api import Blueprint, abort
+from service.api import Blueprint, abort, docs_only
 from service.schemas import (
     AcceptedSchema,
     CloseConversationEventSchema,
@@ -87,21 +87,23 @@ def read_json_body():
 
 @blp.route("/", strict_slashes=False)
 class Webhook(MethodView):
-    @blp.doc(requestBody=REQUEST_BODY)
-    @blp.alt_response(
-        201, schema=ConversationSchema, description="Conversation created", success=True
+    @docs_only(
+        blp.doc(requestBody=REQUEST_BODY),
+        blp.alt_response(
+            201, schema=ConversationSchema, description="Conversation created", success=True
+        ),
+        blp.alt_response(
+            202, schema=AcceptedSchema, description="Message accepted or held", success=True
+        ),
+        blp.alt_response(
+            200, schema=ConversationSchema, description="Conversation closed", success=True
+        ),
+        blp.alt_response(400, description="Invalid event or a business rule refused it"),
+        blp.alt_response(401, description="Missing or wrong signature (only when a secret is set)"),
+        blp.alt_response(413, description="Body over the size limit"),
+        blp.alt_response(415, description="Body not declared as JSON"),
+        blp.alt_response(503, description="Database or Redis unavailable; retry after Retry-After"),
     )
-    @blp.alt_response(
-        202, schema=AcceptedSchema, description="Message accepted or held", success=True
-    )
-    @blp.alt_response(
-        200, schema=ConversationSchema, description="Conversation closed", success=True
-    )
-    @blp.alt_response(400, description="Invalid event or a business rule refused it")
-    @blp.alt_response(401, description="Missing or wrong signature (only when a secret is set)")
-    @blp.alt_response(413, description="Body over the size limit")
-    @blp.alt_response(415, description="Body not declared as JSON")
-    @blp.alt_response(503, description="Database or Redis unavailable; retry after Retry-After")
     def post(self):
         """Receive one conversation event."""
         payload = read_json_body()

@@ -6,6 +6,7 @@ import pytest
 
 from service import events, jobs
 from service.buffer import keys
+from service.queueing import get_scheduler
 from tests.helpers import (
     close_conversation,
     messages,
@@ -361,19 +362,29 @@ def test_buffer_keys_share_one_hash_tag():
     assert buffer.split("{")[1].split("}")[0] == armed.split("{")[1].split("}")[0] == "abc"
 
 
-def test_a_burst_needs_one_flush_job(client, fake_clock, redis_conn):
+def test_a_burst_keeps_one_flush_pending(app, client, fake_clock, redis_conn):
     conversation_id = open_conversation(client)
+    with app.app_context():
+        schedule = get_scheduler().scheduled_jobs_key
+
+    def pending():
+        entries = redis_conn.zrange(schedule, 0, -1)
+        return [e for e in entries if e.decode().startswith(f"flush_group-{conversation_id}")]
+
     for _ in range(3):
         send(client, conversation_id)
+        assert len(pending()) == 1
         fake_clock.advance(2)
         run_due_jobs()
     fake_clock.advance(3)
     run_due_jobs()
     assert len(replies(client, conversation_id)) == 1
-    # Later messages moved the pending flush instead of leaving it to wake up and re-arm.
+    assert pending() == []
+    # Messages do not touch the pending flush: the one due 5 s after the first message found
+    # the group still active and re-armed once, for the end of the group.
     counts = redis_conn.hgetall("conversations:metrics")
+    assert counts[b"flush_wait"] == b"1"
     assert counts[b"flush_ready"] == b"1"
-    assert b"flush_wait" not in counts
 
 
 def test_held_message_racing_a_closed_conversation_is_dropped_not_joined(client, fake_clock):

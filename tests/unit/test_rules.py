@@ -79,16 +79,6 @@ def test_flush_due_is_newest_plus_quiet():
     assert rules.flush_due_us(10 * SECOND, QUIET) == 15 * SECOND
 
 
-@pytest.mark.parametrize(("elapsed", "quiet"), [(4.9, False), (5.0, True), (5.1, True)])
-def test_is_quiet(elapsed, quiet):
-    newest = 1_700_000_000 * SECOND
-    assert rules.is_quiet(newest, newest + round(elapsed * SECOND), QUIET) is quiet
-
-
-def test_is_quiet_one_microsecond_early():
-    assert rules.is_quiet(0, QUIET - 1, QUIET) is False
-
-
 @pytest.mark.parametrize(("elapsed", "held"), [(5.9, True), (6.0, True), (6.1, False)])
 def test_within_hold(elapsed, held):
     received = 1_700_000_000 * SECOND
