@@ -256,7 +256,7 @@ def main():
     parser.add_argument(
         "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 3))
     )
-    parser.add_argument("--rq-workers", type=int, default=2)
+    parser.add_argument("--rq-workers", type=int, default=1)
     parser.add_argument("--ingest-seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--load-seconds", type=int, default=60)
