@@ -254,7 +254,7 @@ def main():
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument(
-        "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 3))
+        "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2))
     )
     parser.add_argument("--rq-workers", type=int, default=1)
     parser.add_argument("--ingest-seconds", type=int, default=30)
