@@ -522,10 +522,12 @@ def reconcile():
     unanswered = (Message.type == INBOUND, Message.reply_id.is_(None))
     # Two simple queries, not one nested one: with stale statistics (a young table) the
     # planner ran the nested form as a loop over every unanswered message, for minutes.
+    # Only open conversations count against the batch, so closed ones cannot starve it.
     overdue = (
         db.session.execute(
             select(Message.conversation_id)
-            .where(*unanswered)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Conversation.status == OPEN, *unanswered)
             .group_by(Message.conversation_id)
             .having(func.max(Message.received_at) < cutoff)
             .order_by(func.max(Message.received_at))
