@@ -18,17 +18,17 @@ from dataclasses import dataclass
 # KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, job_id, score1, member1, score2, ...
 # Publishes `notice` on `channel` when given (saves the caller a round trip). Arms the flush
 # with `job_id` unless one is pending already.
-# Returns {added, armed (1 when job_id is now the pending flush), newest_score}.
+# Returns {armed (1 when job_id is now the pending flush), newest_score}.
 ADD = """
 local ttl = table.remove(ARGV, 1)
 local channel = table.remove(ARGV, 1)
 local notice = table.remove(ARGV, 1)
 local job = table.remove(ARGV, 1)
 if notice ~= '' then redis.call('PUBLISH', channel, notice) end
-local added = redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
+redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
 local armed = redis.call('SET', KEYS[2], job, 'NX', 'PX', ttl) and 1 or 0
-return {added, armed, redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]}
+return {armed, redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]}
 """
 
 # KEYS: buffer, armed. ARGV: member. Undoes an ADD whose database write failed.
@@ -87,7 +87,6 @@ def keys(conversation_id):
 
 @dataclass(frozen=True)
 class Added:
-    added: int
     must_schedule: bool  # the caller's job id armed the flush: schedule it
     newest_us: int
     job: str  # the job id the caller passed
@@ -121,8 +120,8 @@ class ReplyBuffer:
         argv = [self.key_ttl_ms, channel, text, job_id]
         for message_id, arrival_us in arrivals:
             argv += [int(arrival_us), str(message_id)]
-        added, armed, newest = self._add(keys=keys(conversation_id), args=argv)
-        return Added(int(added), bool(armed), int(float(newest)), job_id)
+        armed, newest = self._add(keys=keys(conversation_id), args=argv)
+        return Added(bool(armed), int(float(newest)), job_id)
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""

@@ -91,16 +91,10 @@ def _insert_or_reject(statement, rejection):
         raise rejection from None
 
 
-def _lock_conversation(conversation_id, cache={}):  # noqa: B006 - one statement per dialect
+def _lock_conversation(conversation_id):
     """The conversation's status, with its row locked until the commit (None if unknown)."""
-    dialect = db.session.get_bind().dialect.name
-    if dialect not in cache:
-        lock = " FOR UPDATE" if dialect == "postgresql" else ""
-        cache[dialect] = text(
-            "SELECT status FROM conversations WHERE id = :conversation_id" + lock
-        ).bindparams(bindparam("conversation_id", type_=Uuid))
-    return db.session.execute(
-        cache[dialect], {"conversation_id": conversation_id}
+    return LOCK_CONVERSATION.execute(
+        db.session.connection(), conversation_id=conversation_id
     ).scalar_one_or_none()
 
 
@@ -204,17 +198,36 @@ def _expire(held, now):
     )
 
 
-# The ingest path's statements as typed text: they run on every message, and SQLAlchemy's
-# expression layer costs about twice their CPU (see docs/benchmarks.md).
-INSERT_MESSAGE = text(
+# Statements of the hot paths, compiled once per dialect (service.sql): they run on every
+# message and every flush, and SQLAlchemy's per-call expression work costs more CPU than the
+# database spends on them (see docs/benchmarks.md).
+INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, type, content, timestamp, received_at, generated)"
     " VALUES (:id, :conversation_id, :type, :content, :timestamp, :received_at, :generated)"
-).bindparams(
-    bindparam("id", type_=Uuid),
-    bindparam("conversation_id", type_=Uuid),
-    bindparam("timestamp", type_=UTCDateTime),
-    bindparam("received_at", type_=UTCDateTime),
-    bindparam("generated", False, type_=Boolean),
+)
+MESSAGE_TYPES = {
+    "id": Uuid,
+    "conversation_id": Uuid,
+    "timestamp": UTCDateTime,
+    "received_at": UTCDateTime,
+    "generated": Boolean,
+}
+# A reply runs under the conversation's row lock, so its id cannot already exist.
+STORE_REPLY = Statement(INSERT_MESSAGE, **MESSAGE_TYPES)
+# A concurrent duplicate is no exception: it stores nothing, and the rowcount says so.
+STORE_MESSAGE = Statement(INSERT_MESSAGE + " ON CONFLICT (id) DO NOTHING", **MESSAGE_TYPES)
+# The share lock makes a concurrent close wait for the message being accepted.
+ACCEPT_CHECK = Statement(
+    "SELECT c.status, (SELECT h.status FROM held_messages h WHERE h.id = :message_id)"
+    " FROM conversations c WHERE c.id = :conversation_id",
+    lock="FOR SHARE OF c",
+    message_id=Uuid,
+    conversation_id=Uuid,
+)
+LOCK_CONVERSATION = Statement(
+    "SELECT status FROM conversations WHERE id = :conversation_id",
+    lock="FOR UPDATE",
+    conversation_id=Uuid,
 )
 SELECT_UNANSWERED = (
     text(
@@ -232,33 +245,6 @@ TOUCH_CONVERSATION = text(
 ).bindparams(bindparam("at", type_=UTCDateTime), bindparam("conversation_id", type_=Uuid))
 # Far enough ahead that "every unanswered message" needs no second statement.
 END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
-ACCEPT_CHECK = (
-    "SELECT c.status, (SELECT h.status FROM held_messages h WHERE h.id = :message_id)"
-    " FROM conversations c WHERE c.id = :conversation_id"
-)
-ACCEPT_CHECKS = {
-    "postgresql": Statement(
-        ACCEPT_CHECK + " FOR SHARE OF c", message_id=Uuid, conversation_id=Uuid
-    ),
-    # SQLite has no row locks: BEGIN IMMEDIATE serialises the whole transaction instead.
-    "sqlite": Statement(ACCEPT_CHECK, message_id=Uuid, conversation_id=Uuid),
-}
-# A concurrent duplicate is no exception: it stores nothing, and the rowcount says so.
-STORE_MESSAGE = Statement(
-    "INSERT INTO messages (id, conversation_id, type, content, timestamp, received_at, generated)"
-    " VALUES (:id, :conversation_id, :type, :content, :timestamp, :received_at, :generated)"
-    " ON CONFLICT (id) DO NOTHING",
-    id=Uuid,
-    conversation_id=Uuid,
-    timestamp=UTCDateTime,
-    received_at=UTCDateTime,
-    generated=Boolean,
-)
-
-
-def _accept_check(dialect):
-    """The conversation's status and the message id's hold status, sharing the row lock."""
-    return ACCEPT_CHECKS.get(dialect.name, ACCEPT_CHECKS["sqlite"])
 
 
 def accept_message(message_id, conversation_id, content, timestamp, direction):
@@ -267,11 +253,9 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
     with db.engine.connect() as connection:
         # One round trip for both checks; on PostgreSQL the share lock makes a concurrent
         # close wait for this message, so the close answers it instead of leaving it alone.
-        row = (
-            _accept_check(connection.dialect)
-            .execute(connection, message_id=message_id, conversation_id=conversation_id)
-            .first()
-        )
+        row = ACCEPT_CHECK.execute(
+            connection, message_id=message_id, conversation_id=conversation_id
+        ).first()
         if row is not None:
             message = (message_id, conversation_id, content, timestamp, direction)
             return _accept(connection, row, *message)
@@ -408,17 +392,15 @@ def _answer_group(conversation_id, now, upto_us=None):
         return None
     reply = reply_id(ids[0])
     moment = to_datetime(now)
-    db.session.execute(
-        INSERT_MESSAGE,
-        {
-            "id": reply,
-            "conversation_id": conversation_id,
-            "type": "OUTBOUND",
-            "content": reply_content(ids),
-            "timestamp": moment,
-            "received_at": moment,
-            "generated": True,
-        },
+    STORE_REPLY.execute(
+        db.session.connection(),
+        id=reply,
+        conversation_id=conversation_id,
+        type="OUTBOUND",
+        content=reply_content(ids),
+        timestamp=moment,
+        received_at=moment,
+        generated=True,
     )
     db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
     db.session.execute(TOUCH_CONVERSATION, {"at": moment, "conversation_id": conversation_id})
@@ -540,8 +522,7 @@ def reconcile():
     if overdue:
         rows = db.session.execute(
             select(Message.conversation_id, Message.id, Message.received_at)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Message.conversation_id.in_(overdue), Conversation.status == OPEN, *unanswered)
+            .where(Message.conversation_id.in_(overdue), *unanswered)
             .order_by(Message.conversation_id, Message.received_at, Message.id)
         ).all()
     db.session.rollback()

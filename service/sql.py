@@ -13,18 +13,27 @@ from sqlalchemy import bindparam, text
 
 
 class Statement:
-    """One SQL statement with typed named parameters (`:name`), for any dialect."""
+    """One SQL statement with typed named parameters (`:name`), for any dialect.
 
-    def __init__(self, sql, **types):
-        self.clause = text(sql).bindparams(
-            *(bindparam(name, type_=type_) for name, type_ in types.items())
-        )
+    `lock` is a row-lock clause appended on PostgreSQL only: SQLite has no row locks, and
+    its transactions are serialised whole instead (BEGIN IMMEDIATE, service.extensions).
+    """
+
+    def __init__(self, sql, lock=None, **types):
+        self.sql = sql
+        self.lock = lock
+        self.binds = [bindparam(name, type_=type_) for name, type_ in types.items()]
         self._prepared = {}
 
     def _prepare(self, dialect):
         key = (dialect.name, dialect.driver)
         if key not in self._prepared:
-            compiled = self.clause.compile(dialect=dialect)
+            sql = (
+                f"{self.sql} {self.lock}"
+                if self.lock and dialect.name == "postgresql"
+                else self.sql
+            )
+            compiled = text(sql).bindparams(*self.binds).compile(dialect=dialect)
             converters = {}
             for name, bind in compiled.binds.items():
                 process = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -35,7 +44,7 @@ class Statement:
         return self._prepared[key]
 
     def execute(self, connection, **params):
-        """Run on a SQLAlchemy Connection; returns its CursorResult."""
+        """Run on a SQLAlchemy Connection (a Session's: `db.session.connection()`)."""
         sql, converters, order = self._prepare(connection.dialect)
         for name, process in converters.items():
             params[name] = process(params[name])
