@@ -32,3 +32,11 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # The app is loaded: keep its long-lived objects out of the collector's full passes,
+    # which otherwise pause every thread of the worker for about 100 ms (docs/benchmarks.md).
+    from service.runtime import freeze_startup_objects
+
+    freeze_startup_objects()

@@ -43,9 +43,10 @@ def create_app(overrides=None):
 
         configure_logging(app.config["LOG_LEVEL"])
 
-    from service.extensions import api, db, migrate, redis_client
+    from service.extensions import api, db, init_autocommit_engine, migrate, redis_client
 
     db.init_app(app)
+    init_autocommit_engine(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
     redis_client.init_app(app)
     api.init_app(app)

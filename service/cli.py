@@ -12,6 +12,7 @@ from service import events, jobs
 from service.conversations import list_held
 from service.queueing import get_scheduler, get_worker
 from service.rules import EXPIRED, HELD
+from service.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
 PERIODIC = {
@@ -28,6 +29,7 @@ def worker_command(burst, name):
     worker = get_worker(name)
     # rq logs every job at INFO; our own flush_group lines say what matters.
     level = "DEBUG" if current_app.config["LOG_LEVEL"] == "DEBUG" else "WARNING"
+    freeze_startup_objects()
     worker.work(burst=burst, with_scheduler=False, logging_level=level)
 
 
@@ -46,6 +48,7 @@ def scheduler_command(burst):
     """Run rq-scheduler: moves due flush_group jobs to the queue and runs the periodic ones."""
     scheduler = get_scheduler()
     register_periodic(scheduler)
+    freeze_startup_objects()
     scheduler.run(burst=burst)
 
 

@@ -12,7 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis.exceptions
-from sqlalchemy import Boolean, Uuid, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Boolean,
+    String,
+    Text,
+    Uuid,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from flask import current_app
@@ -20,7 +32,7 @@ from flask import current_app
 from service import clock, metrics
 from service.buffer import ReplyBuffer
 from service.clock import seconds_us, to_datetime, to_us
-from service.extensions import db, redis_client
+from service.extensions import autocommit_engine, db, redis_client
 from service.live import notice, publish
 from service.models import Conversation, HeldMessage, Message, UTCDateTime
 from service.rules import (
@@ -40,7 +52,7 @@ from service.rules import (
     reply_id,
     within_hold,
 )
-from service.sql import Statement
+from service.sql import POSTGRESQL, Statement
 
 log = logging.getLogger(__name__)
 
@@ -201,29 +213,53 @@ def _expire(held, now):
 # Statements of the hot paths, compiled once per dialect (service.sql): they run on every
 # message and every flush, and SQLAlchemy's per-call expression work costs more CPU than the
 # database spends on them (see docs/benchmarks.md).
-INSERT_MESSAGE = (
-    "INSERT INTO messages (id, conversation_id, type, content, timestamp, received_at, generated)"
-    " VALUES (:id, :conversation_id, :type, :content, :timestamp, :received_at, :generated)"
-)
+MESSAGE_COLUMNS = "id, conversation_id, type, content, timestamp, received_at, generated"
 MESSAGE_TYPES = {
     "id": Uuid,
     "conversation_id": Uuid,
+    "type": String,
+    "content": Text,
     "timestamp": UTCDateTime,
     "received_at": UTCDateTime,
     "generated": Boolean,
 }
+INSERT_MESSAGE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS})"
+    " VALUES (:id, :conversation_id, :type, :content, :timestamp, :received_at, :generated)"
+)
 # A reply runs under the conversation's row lock, so its id cannot already exist.
 STORE_REPLY = Statement(INSERT_MESSAGE, **MESSAGE_TYPES)
-# A concurrent duplicate is no exception: it stores nothing, and the rowcount says so.
-STORE_MESSAGE = Statement(INSERT_MESSAGE + " ON CONFLICT (id) DO NOTHING", **MESSAGE_TYPES)
-# The share lock makes a concurrent close wait for the message being accepted.
+# PostgreSQL: a message is checked and stored in one prepared statement, one round trip.
+# The share lock on the conversation makes a concurrent close (or flush) wait for this
+# message's commit, so the close answers it instead of leaving it alone. The INSERT happens
+# only into an open conversation and for an id never held; a duplicate id stores nothing
+# (ON CONFLICT), so the count of stored rows tells it apart without an exception.
+ACCEPT_MESSAGE = Statement(
+    "WITH conversation AS ("
+    "  SELECT status FROM conversations WHERE id = :conversation_id FOR SHARE"
+    "), held AS ("
+    "  SELECT status FROM held_messages WHERE id = :id"
+    "), stored AS ("
+    f"  INSERT INTO messages ({MESSAGE_COLUMNS})"
+    "   SELECT :id, :conversation_id, :type, :content, :timestamp, :received_at, :generated"
+    f"  FROM conversation WHERE status = '{OPEN}' AND NOT EXISTS (SELECT 1 FROM held)"
+    "   ON CONFLICT (id) DO NOTHING RETURNING 1"
+    ")"
+    " SELECT conversation.status, (SELECT status FROM held), (SELECT count(*) FROM stored)"
+    " FROM conversation",
+    name="accept_message",
+    **MESSAGE_TYPES,
+)
+# SQLite has no INSERT inside WITH: the same check, then the INSERT, in one transaction
+# (serialised whole by BEGIN IMMEDIATE, so nothing slips in between).
 ACCEPT_CHECK = Statement(
     "SELECT c.status, (SELECT h.status FROM held_messages h WHERE h.id = :message_id)"
     " FROM conversations c WHERE c.id = :conversation_id",
-    lock="FOR SHARE OF c",
     message_id=Uuid,
     conversation_id=Uuid,
 )
+STORE_MESSAGE = Statement(INSERT_MESSAGE + " ON CONFLICT (id) DO NOTHING", **MESSAGE_TYPES)
+FORGET_MESSAGE = Statement("DELETE FROM messages WHERE id = :id AND reply_id IS NULL", id=Uuid)
 LOCK_CONVERSATION = Statement(
     "SELECT status FROM conversations WHERE id = :conversation_id",
     lock="FOR UPDATE",
@@ -249,40 +285,30 @@ END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 def accept_message(message_id, conversation_id, content, timestamp, direction):
     """NEW_MESSAGE: store it and add it to its conversation's group, or hold it."""
-    # The hot path: one Connection and prepared statements, no Session (see service.sql).
-    with db.engine.connect() as connection:
-        # One round trip for both checks; on PostgreSQL the share lock makes a concurrent
-        # close wait for this message, so the close answers it instead of leaving it alone.
-        row = ACCEPT_CHECK.execute(
-            connection, message_id=message_id, conversation_id=conversation_id
-        ).first()
-        if row is not None:
-            message = (message_id, conversation_id, content, timestamp, direction)
-            return _accept(connection, row, *message)
-    return _hold(message_id, conversation_id, content, timestamp, direction)
-
-
-def _accept(connection, row, message_id, conversation_id, content, timestamp, direction):
-    check_can_receive(row[0])
-    check_not_held(row[1])
-    # Arrival is read only now, once a connection is in hand and the checks are done, so the
-    # time between the stamp and the buffer entry is one INSERT, not a wait for the pool.
-    now = clock.now_us()
     kind = message_type(direction)
-    stored = STORE_MESSAGE.execute(
-        connection,
-        id=message_id,
-        conversation_id=conversation_id,
-        type=kind,
-        content=content,
-        timestamp=timestamp,
-        received_at=to_datetime(now),
-        generated=False,
-    ).rowcount
+    # The hot path: one Connection and prepared statements, no Session (see service.sql).
+    with autocommit_engine().connect() as connection:
+        # Arrival is read once a connection is in hand, so the time between the stamp and
+        # the buffer entry is one statement and its lock wait, not a wait for the pool.
+        now = clock.now_us()
+        row = _store_message(
+            connection,
+            id=message_id,
+            conversation_id=conversation_id,
+            type=kind,
+            content=content,
+            timestamp=timestamp,
+            received_at=to_datetime(now),
+            generated=False,
+        )
+    if row is None:
+        return _hold(message_id, conversation_id, content, timestamp, direction)
+    status, held_status, stored = row
+    check_can_receive(status)
+    check_not_held(held_status)
     if not stored:
         raise duplicate()
     if kind != INBOUND:
-        connection.commit()
         return Outcome("accepted", str(message_id), str(conversation_id))
     due = flush_due_us(now, quiet_us())
     announce = notice(
@@ -291,15 +317,42 @@ def _accept(connection, row, message_id, conversation_id, content, timestamp, di
         message_id=message_id,
         reply_due_at=to_datetime(due),
     )
-    # A Redis failure here leaves the row uncommitted: the Connection rolls it back.
-    added = _add_to_group(conversation_id, [(message_id, now)], notice=announce)
     try:
-        connection.commit()
+        added = _add_to_group(conversation_id, [(message_id, now)], notice=announce)
     except BaseException:
-        reply_buffer().withdraw(conversation_id, message_id)
+        # Not buffered, so not accepted: take the message back (503, nothing stored).
+        _forget_message(message_id)
         raise
     _arm(conversation_id, added)
     return Outcome("accepted", str(message_id), str(conversation_id), to_datetime(due))
+
+
+def _store_message(connection, **message):
+    """Store and commit a message if its conversation is open and its id is new.
+
+    Returns (conversation status, status of a held message with this id, rows stored), or
+    None when the conversation is unknown.
+    """
+    if connection.dialect.name == POSTGRESQL:
+        # One statement that commits on its own (autocommit_engine): one round trip.
+        return ACCEPT_MESSAGE.execute(connection, **message).first()
+    row = ACCEPT_CHECK.execute(
+        connection, message_id=message["id"], conversation_id=message["conversation_id"]
+    ).first()
+    if row is None or row[0] != OPEN or row[1] is not None:
+        return row and (row[0], row[1], 0)
+    stored = STORE_MESSAGE.execute(connection, **message).rowcount
+    connection.commit()
+    return row[0], row[1], stored
+
+
+def _forget_message(message_id):
+    """Delete a message whose buffer entry could not be written, unless already answered.
+
+    A close that ran in between may have answered it; then it stays, answered.
+    """
+    with db.engine.begin() as connection:
+        FORGET_MESSAGE.execute(connection, id=message_id)
 
 
 def check_not_held(held_status):

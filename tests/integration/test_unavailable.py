@@ -1,18 +1,21 @@
 """PostgreSQL or Redis down: 503 with Retry-After, nothing half-done, never a 500."""
 
 import pytest
+import redis.exceptions
 from sqlalchemy import func, select
 
-from service import create_app
+from service import create_app, events
 from service.extensions import db
 from service.models import Conversation, HeldMessage, Message
 from tests import conftest
 from tests.helpers import (
     close_conversation,
+    messages,
     new_conversation,
     new_id,
     new_message,
     open_conversation,
+    reply_ids,
 )
 
 UNREACHABLE_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:1/test"
@@ -120,3 +123,37 @@ def test_activity_without_redis_is_503(client, app_without_redis):
     conversation_id = open_conversation(client)
     response = app_without_redis.test_client().get(f"/conversations/{conversation_id}/activity")
     assert_unavailable(response)
+
+
+def test_message_whose_buffer_write_fails_is_503_and_taken_back(client, monkeypatch):
+    """The row commits before the buffer write; a failed write deletes it again."""
+    conversation_id = open_conversation(client)
+
+    def redis_down(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(events, "_add_to_group", redis_down)
+    event = new_message(new_id(), conversation_id)
+    assert_unavailable(client.post("/webhook/", json=event))
+    assert counts() == (1, 0, 0)
+
+    monkeypatch.undo()
+    assert client.post("/webhook/", json=event).status_code == 202
+    assert counts() == (1, 1, 0)
+
+
+def test_message_answered_before_its_buffer_write_failed_stays_answered(client, monkeypatch):
+    """A close that answered the message in between wins: it is not deleted from under it."""
+    conversation_id = open_conversation(client)
+    message_id = new_id()
+
+    def close_then_fail(*args, **kwargs):
+        client.post("/webhook/", json=close_conversation(conversation_id))
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(events, "_add_to_group", close_then_fail)
+    assert_unavailable(client.post("/webhook/", json=new_message(message_id, conversation_id)))
+
+    [inbound, reply] = messages(client, conversation_id)
+    assert inbound["id"] == message_id
+    assert reply_ids(reply) == [message_id]

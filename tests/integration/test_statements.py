@@ -1,0 +1,52 @@
+"""Prepared statements and the autocommit engine of the message hot path, on PostgreSQL."""
+
+from sqlalchemy import text
+
+from service.extensions import autocommit_engine, db
+from tests.helpers import new_id, new_message, open_conversation, post
+
+
+def prepared_statements(connection):
+    return set(
+        connection.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars().all()
+    )
+
+
+def test_message_statement_is_prepared_once_per_connection(app, client):
+    conversation_id = open_conversation(client)
+    engine = autocommit_engine()
+    assert engine is not db.engine
+    engine.dispose()
+
+    post(client, new_message(new_id(), conversation_id), 202)
+    with engine.connect() as connection:
+        assert prepared_statements(connection) == {"accept_message"}
+        assert connection.connection.info["prepared_statements"] == {"accept_message"}
+    post(client, new_message(new_id(), conversation_id), 202)
+    with engine.connect() as connection:
+        assert prepared_statements(connection) == {"accept_message"}
+
+
+def test_messages_are_stored_again_after_the_pool_is_replaced(app, client):
+    """New connections (a database restart, pool recycling) prepare the statement again."""
+    conversation_id = open_conversation(client)
+    post(client, new_message(new_id(), conversation_id), 202)
+
+    db.engine.dispose()  # disposes the autocommit engine with it
+    assert autocommit_engine().pool.checkedin() == 0
+    post(client, new_message(new_id(), conversation_id), 202)
+
+    count = db.session.execute(text("SELECT count(*) FROM messages")).scalar_one()
+    assert count == 2
+
+
+def test_autocommit_engine_commits_each_statement(app, client):
+    """A message is visible to other connections as soon as the webhook answers."""
+    conversation_id = open_conversation(client)
+    message_id = new_id()
+    post(client, new_message(message_id, conversation_id), 202)
+    with db.engine.connect() as other:
+        found = other.execute(
+            text("SELECT count(*) FROM messages WHERE id = :id"), {"id": message_id}
+        ).scalar_one()
+    assert found == 1
