@@ -24,6 +24,17 @@ def _number(env, name, default, cast=float):
     return value
 
 
+def _flag(env, name, default):
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def database_url(url):
     """Use psycopg2 for plain PostgreSQL URLs (SQLAlchemy 2.1 would pick psycopg 3)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -58,6 +69,9 @@ def load_config(instance_path, env=None):
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         # No pre-ping: it costs a round trip per request. A connection broken by a database
         # restart fails one request with 503, and SQLAlchemy then replaces the whole pool.
+        # Server-side prepared statements on the message hot path. Turn off behind a pooler
+        # that does not keep a server connection per client (PgBouncer in transaction mode).
+        "DB_PREPARED_STATEMENTS": _flag(env, "DB_PREPARED_STATEMENTS", True),
         "SQLALCHEMY_ENGINE_OPTIONS": {
             "pool_size": _number(env, "DB_POOL_SIZE", 10, int),
             "max_overflow": _number(env, "DB_MAX_OVERFLOW", 10, int),

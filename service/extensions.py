@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from flask import current_app
 
 from service.api import Api
+from service.sql import PREPARE_OPTION
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -56,7 +57,10 @@ def init_autocommit_engine(app):
         if main.dialect.name != "postgresql":
             return
         engine = create_engine(
-            main.url, isolation_level="AUTOCOMMIT", **app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+            main.url,
+            isolation_level="AUTOCOMMIT",
+            execution_options={PREPARE_OPTION: app.config["DB_PREPARED_STATEMENTS"]},
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
         )
         event.listen(main, "engine_disposed", lambda _: engine.dispose())
         app.extensions["autocommit_engine"] = engine

@@ -16,6 +16,8 @@ about a third of the database's CPU. docs/benchmarks.md has the figures.
 from sqlalchemy import bindparam, text
 
 POSTGRESQL = "postgresql"
+# Execution option of an engine whose connections may hold server-side prepared statements.
+PREPARE_OPTION = "prepare_statements"
 
 
 class Statement:
@@ -23,8 +25,9 @@ class Statement:
 
     `lock` is a row-lock clause appended on PostgreSQL only: SQLite has no row locks, and
     its transactions are serialised whole instead (BEGIN IMMEDIATE, service.extensions).
-    `name`, when given, makes it a prepared statement on PostgreSQL (PREPARE once on each
-    database connection, on its first use there, then EXECUTE).
+    `name`, when given, makes it a prepared statement on PostgreSQL connections whose engine
+    allows it (execution option `PREPARE_OPTION`): PREPARE once on each database connection,
+    on its first use there, then EXECUTE.
     """
 
     def __init__(self, sql, lock=None, name=None, **types):
@@ -46,29 +49,30 @@ class Statement:
                 if process is not None:
                     converters[key_] = process
             order = tuple(compiled.positiontup) if compiled.positional else None
-            statement, setup = compiled.string, None
+            server_side = None
             if self.name and postgresql and dialect.paramstyle == "pyformat":
-                statement, setup = self._server_side(compiled.string, dialect)
-            self._prepared[key] = (statement, converters, order, setup)
+                server_side = self._server_side(compiled.string, dialect)
+            self._prepared[key] = (compiled.string, converters, order, server_side)
         return self._prepared[key]
 
     def _server_side(self, compiled_sql, dialect):
-        """(EXECUTE call, PREPARE statement) for a statement compiled with `%(name)s` marks."""
+        """(PREPARE statement, EXECUTE call) for a statement compiled with `%(name)s` marks."""
         body = compiled_sql.replace("%%", "%")
         for number, bind in enumerate(self.binds, start=1):
             body = body.replace(f"%({bind.key})s", f"${number}")
         types = ", ".join(dialect.type_compiler_instance.process(b.type) for b in self.binds)
         call = ", ".join(f"%({bind.key})s" for bind in self.binds)
-        return f"EXECUTE {self.name} ({call})", f"PREPARE {self.name} ({types}) AS {body}"
+        return f"PREPARE {self.name} ({types}) AS {body}", f"EXECUTE {self.name} ({call})"
 
     def execute(self, connection, **params):
         """Run on a SQLAlchemy Connection (a Session's: `db.session.connection()`)."""
-        sql, converters, order, setup = self._prepare(connection.dialect)
-        if setup is not None:
+        sql, converters, order, server_side = self._prepare(connection.dialect)
+        if server_side is not None and connection.get_execution_options().get(PREPARE_OPTION):
+            prepare, sql = server_side
             # Kept with the DBAPI connection, which outlives this checkout from the pool.
             prepared = connection.connection.info.setdefault("prepared_statements", set())
             if self.name not in prepared:
-                connection.exec_driver_sql(setup)
+                connection.exec_driver_sql(prepare)
                 prepared.add(self.name)
         for key, process in converters.items():
             params[key] = process(params[key])

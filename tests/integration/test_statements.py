@@ -50,3 +50,14 @@ def test_autocommit_engine_commits_each_statement(app, client):
             text("SELECT count(*) FROM messages WHERE id = :id"), {"id": message_id}
         ).scalar_one()
     assert found == 1
+
+
+def test_prepared_statements_can_be_turned_off(make_app):
+    """Behind PgBouncer in transaction mode a connection may not keep what it prepared."""
+    app = make_app(DB_PREPARED_STATEMENTS=False)
+    with app.app_context():
+        client = app.test_client()
+        conversation_id = open_conversation(client)
+        post(client, new_message(new_id(), conversation_id), 202)
+        with autocommit_engine().connect() as connection:
+            assert prepared_statements(connection) == set()
