@@ -312,6 +312,63 @@ def main():
     print("summary:", json.dumps({k: v for k, v in report.items() if k != "replies"}))
     lat = report["replies"].get("reply_lateness_s", {})
     print("reply lateness:", json.dumps(lat))
+    print_targets(report)
+
+
+def milliseconds(wrk_value):
+    """wrk's latency figure ('812.00us', '23.35ms', '1.02s') in milliseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", wrk_value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def targets(report):
+    """(figure, measured, target text, met) for each target of the brief that was measured."""
+    rows = []
+    ingest = report.get("ingest")
+    if ingest:
+        rps, p99 = ingest["requests_per_second"], milliseconds(ingest["latency_p99"])
+        rows += [
+            ("ingest requests/s", rps, ">= 1000", rps >= 1000),
+            ("ingest p99 (ms)", p99, "<= 25", p99 <= 25),
+            ("ingest non-2xx", ingest["non_2xx"], "0", ingest["non_2xx"] == 0),
+        ]
+    replies = report.get("replies") or {}
+    groups, lateness = replies.get("groups", {}), replies.get("reply_lateness_s", {})
+    if groups:
+        created = replies["conversations"]["created"]
+        rows += [
+            ("conversations", created, ">= 100", created >= 100),
+            ("groups sent", groups["sent"], ">= 500", groups["sent"] >= 500),
+            ("groups unanswered", groups["unanswered"], "0", groups["unanswered"] == 0),
+            (
+                "groups answered twice",
+                groups["answered_more_than_once"],
+                "0",
+                groups["answered_more_than_once"] == 0,
+            ),
+        ]
+    if lateness.get("count"):
+        rows += [
+            ("reply lateness min (s)", lateness["min"], ">= 0", lateness["min"] >= 0),
+            ("reply lateness p50 (s)", lateness["p50"], "<= 0.5", lateness["p50"] <= 0.5),
+            ("reply lateness p99 (s)", lateness["p99"], "<= 1.0", lateness["p99"] <= 1.0),
+        ]
+    rows += [
+        ("peak RSS (MB)", report["peak_rss_mb"], "< 500", report["peak_rss_mb"] < 500),
+        (
+            "buffer keys left",
+            report.get("buffer_keys_left"),
+            "0",
+            report.get("buffer_keys_left") == 0,
+        ),
+    ]
+    return rows
+
+
+def print_targets(report):
+    print("targets:")
+    for figure, measured, target, met in targets(report):
+        print(f"  {figure:<24} {measured:>10} {target:>8}  {'ok' if met else 'MISSED'}")
 
 
 if __name__ == "__main__":
