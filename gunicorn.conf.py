@@ -5,11 +5,9 @@ import tempfile
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # Threads keep connections alive cheaply and let console streams wait without a process each.
-# Four per process: more threads contend for one interpreter lock and lengthen the latency
-# tail under load (docs/benchmarks.md); idle kept-alive connections need no thread.
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
 # The webhook path is short; a request that takes this long is stuck, not busy.
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))

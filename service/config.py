@@ -63,7 +63,7 @@ def load_config(instance_path, env=None):
         "RECONCILE_GRACE_SECONDS": _number(env, "RECONCILE_GRACE_SECONDS", 3.0),
         "RETRY_AFTER_SECONDS": _number(env, "RETRY_AFTER_SECONDS", 5, int),
         "WEBHOOK_SECRETS": secrets,
-        "STREAM_SLOTS": _number(env, "STREAM_SLOTS", 2, int),
+        "STREAM_SLOTS": _number(env, "STREAM_SLOTS", 4, int),
         "STREAM_MAX_SECONDS": _number(env, "STREAM_MAX_SECONDS", 300, int),
         "CONSOLE_DIST": env.get("CONSOLE_DIST") or str(ROOT / "console" / "dist"),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
