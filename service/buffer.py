@@ -31,6 +31,13 @@ local armed = redis.call('SET', KEYS[2], job, 'NX', 'PX', ttl) and 1 or 0
 return {armed, redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]}
 """
 
+# KEYS: buffer, armed. ARGV: member. Undoes an ADD whose database write failed.
+WITHDRAW = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
 # KEYS: buffer, armed. ARGV: ttl_ms, now, quiet, next_job_id.
 # The oldest group ends at the first gap of `quiet` or more between arrivals; when no gap is
 # found, it ends with the newest message and is complete only once `quiet` has passed since.
@@ -98,6 +105,7 @@ class ReplyBuffer:
         self.client = client
         self.key_ttl_ms = int(key_ttl_ms)
         self._add = client.register_script(ADD)
+        self._withdraw = client.register_script(WITHDRAW)
         self._decide = client.register_script(DECIDE)
         self._ack = client.register_script(ACK)
 
@@ -114,6 +122,10 @@ class ReplyBuffer:
             argv += [int(arrival_us), str(message_id)]
         armed, newest = self._add(keys=keys(conversation_id), args=argv)
         return Added(bool(armed), int(float(newest)), job_id)
+
+    def withdraw(self, conversation_id, message_id):
+        """Take back a message whose database write did not commit."""
+        self._withdraw(keys=keys(conversation_id), args=[str(message_id)])
 
     def decide(self, conversation_id, now_us, quiet_us, next_job_id):
         """Whether the conversation's group is quiet enough to answer now.

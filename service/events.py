@@ -229,7 +229,7 @@ INSERT_MESSAGE = (
 )
 # A reply runs under the conversation's row lock, so its id cannot already exist.
 STORE_REPLY = Statement(INSERT_MESSAGE, **MESSAGE_TYPES)
-# PostgreSQL: a message is checked and stored in one prepared statement, one round trip.
+# PostgreSQL: a message is checked and stored by one prepared statement.
 # The share lock on the conversation makes a concurrent close (or flush) wait for this
 # message's commit, so the close answers it instead of leaving it alone. The INSERT happens
 # only into an open conversation and for an id never held; a duplicate id stores nothing
@@ -259,7 +259,6 @@ ACCEPT_CHECK = Statement(
     conversation_id=Uuid,
 )
 STORE_MESSAGE = Statement(INSERT_MESSAGE + " ON CONFLICT (id) DO NOTHING", **MESSAGE_TYPES)
-FORGET_MESSAGE = Statement("DELETE FROM messages WHERE id = :id AND reply_id IS NULL", id=Uuid)
 LOCK_CONVERSATION = Statement(
     "SELECT status FROM conversations WHERE id = :conversation_id",
     lock="FOR UPDATE",
@@ -287,6 +286,7 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
     """NEW_MESSAGE: store it and add it to its conversation's group, or hold it."""
     kind = message_type(direction)
     # The hot path: one Connection and prepared statements, no Session (see service.sql).
+    # Leaving this block without a commit rolls the transaction back (service.extensions).
     with autocommit_engine().connect() as connection:
         # Arrival is read once a connection is in hand, so the time between the stamp and
         # the buffer entry is one statement and its lock wait, not a wait for the pool.
@@ -301,14 +301,45 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
             received_at=to_datetime(now),
             generated=False,
         )
+        if row is not None:
+            return _accept(connection, row, message_id, conversation_id, kind, now)
+    return _hold(message_id, conversation_id, content, timestamp, direction)
+
+
+def _store_message(connection, **message):
+    """Store a message, not committed yet, if its conversation is open and its id is new.
+
+    Returns (conversation status, status of a held message with this id, rows stored), or
+    None when the conversation is unknown.
+    """
+    if connection.dialect.name == POSTGRESQL:
+        # On an autocommit connection: BEGIN travels with the statement, one round trip.
+        return ACCEPT_MESSAGE.execute(connection, begin=True, **message).first()
+    row = ACCEPT_CHECK.execute(
+        connection, message_id=message["id"], conversation_id=message["conversation_id"]
+    ).first()
     if row is None:
-        return _hold(message_id, conversation_id, content, timestamp, direction)
+        return None
+    if row[0] != OPEN or row[1] is not None:
+        return row[0], row[1], 0
+    return row[0], row[1], STORE_MESSAGE.execute(connection, **message).rowcount
+
+
+def _commit(connection):
+    if connection.dialect.name == POSTGRESQL:
+        connection.exec_driver_sql("COMMIT")  # the BEGIN was ours, so is the COMMIT
+    else:
+        connection.commit()
+
+
+def _accept(connection, row, message_id, conversation_id, kind, now):
     status, held_status, stored = row
     check_can_receive(status)
     check_not_held(held_status)
     if not stored:
         raise duplicate()
     if kind != INBOUND:
+        _commit(connection)
         return Outcome("accepted", str(message_id), str(conversation_id))
     due = flush_due_us(now, quiet_us())
     announce = notice(
@@ -317,42 +348,15 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
         message_id=message_id,
         reply_due_at=to_datetime(due),
     )
+    # A Redis failure here leaves the row uncommitted: it is rolled back (503).
+    added = _add_to_group(conversation_id, [(message_id, now)], notice=announce)
     try:
-        added = _add_to_group(conversation_id, [(message_id, now)], notice=announce)
+        _commit(connection)
     except BaseException:
-        # Not buffered, so not accepted: take the message back (503, nothing stored).
-        _forget_message(message_id)
+        reply_buffer().withdraw(conversation_id, message_id)
         raise
     _arm(conversation_id, added)
     return Outcome("accepted", str(message_id), str(conversation_id), to_datetime(due))
-
-
-def _store_message(connection, **message):
-    """Store and commit a message if its conversation is open and its id is new.
-
-    Returns (conversation status, status of a held message with this id, rows stored), or
-    None when the conversation is unknown.
-    """
-    if connection.dialect.name == POSTGRESQL:
-        # One statement that commits on its own (autocommit_engine): one round trip.
-        return ACCEPT_MESSAGE.execute(connection, **message).first()
-    row = ACCEPT_CHECK.execute(
-        connection, message_id=message["id"], conversation_id=message["conversation_id"]
-    ).first()
-    if row is None or row[0] != OPEN or row[1] is not None:
-        return row and (row[0], row[1], 0)
-    stored = STORE_MESSAGE.execute(connection, **message).rowcount
-    connection.commit()
-    return row[0], row[1], stored
-
-
-def _forget_message(message_id):
-    """Delete a message whose buffer entry could not be written, unless already answered.
-
-    A close that ran in between may have answered it; then it stays, answered.
-    """
-    with db.engine.begin() as connection:
-        FORGET_MESSAGE.execute(connection, id=message_id)
 
 
 def check_not_held(held_status):

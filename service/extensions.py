@@ -3,6 +3,7 @@
 import redis
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 
@@ -45,12 +46,14 @@ redis_client = RedisClient()
 
 
 def init_autocommit_engine(app):
-    """On PostgreSQL, a second engine whose connections commit each statement on its own.
+    """On PostgreSQL, a second engine whose connections run in autocommit mode.
 
-    The message hot path is one statement (service.events.ACCEPT_MESSAGE): on this engine it
-    costs one round trip instead of BEGIN, the statement and COMMIT. Its own pool, because
-    switching a pooled connection in and out of autocommit costs round trips of its own.
-    It is disposed with the main engine.
+    The message hot path (service.events.accept_message) sends its own BEGIN together with
+    its one statement, then COMMIT: two round trips instead of psycopg2's BEGIN, statement,
+    COMMIT. Its own pool, because switching a pooled connection in and out of autocommit
+    costs round trips of its own. A connection that comes back to the pool inside a
+    transaction (an exception, a rejected message) is rolled back there, since psycopg2's
+    own rollback does nothing in autocommit mode. It is disposed with the main engine.
     """
     with app.app_context():
         main = db.engine
@@ -62,8 +65,21 @@ def init_autocommit_engine(app):
             execution_options={PREPARE_OPTION: app.config["DB_PREPARED_STATEMENTS"]},
             **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
         )
+        event.listen(engine, "reset", _end_open_transaction)
         event.listen(main, "engine_disposed", lambda _: engine.dispose())
         app.extensions["autocommit_engine"] = engine
+
+
+def _end_open_transaction(dbapi_connection, connection_record, reset_state):
+    """Roll back a transaction left open on an autocommit connection returned to the pool.
+
+    If that fails, SQLAlchemy discards the connection, and PostgreSQL rolls back with it.
+    """
+    if reset_state.terminate_only:
+        return
+    if dbapi_connection.info.transaction_status != TRANSACTION_STATUS_IDLE:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("ROLLBACK")
 
 
 def autocommit_engine():

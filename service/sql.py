@@ -14,10 +14,12 @@ about a third of the database's CPU. docs/benchmarks.md has the figures.
 """
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.exc import DBAPIError
 
 POSTGRESQL = "postgresql"
 # Execution option of an engine whose connections may hold server-side prepared statements.
 PREPARE_OPTION = "prepare_statements"
+DUPLICATE_PREPARED_STATEMENT = "42P05"
 
 
 class Statement:
@@ -57,25 +59,37 @@ class Statement:
 
     def _server_side(self, compiled_sql, dialect):
         """(PREPARE statement, EXECUTE call) for a statement compiled with `%(name)s` marks."""
-        body = compiled_sql.replace("%%", "%")
+        # `%%` stays: psycopg2 reads the PREPARE through its %-formatting too.
+        body = compiled_sql
         for number, bind in enumerate(self.binds, start=1):
             body = body.replace(f"%({bind.key})s", f"${number}")
         types = ", ".join(dialect.type_compiler_instance.process(b.type) for b in self.binds)
         call = ", ".join(f"%({bind.key})s" for bind in self.binds)
         return f"PREPARE {self.name} ({types}) AS {body}", f"EXECUTE {self.name} ({call})"
 
-    def execute(self, connection, **params):
-        """Run on a SQLAlchemy Connection (a Session's: `db.session.connection()`)."""
+    def execute(self, connection, begin=False, **params):
+        """Run on a SQLAlchemy Connection (a Session's: `db.session.connection()`).
+
+        `begin` sends BEGIN in the same round trip, on an autocommit connection whose
+        transactions the caller manages itself.
+        """
         sql, converters, order, server_side = self._prepare(connection.dialect)
         if server_side is not None and connection.get_execution_options().get(PREPARE_OPTION):
             prepare, sql = server_side
             # Kept with the DBAPI connection, which outlives this checkout from the pool.
             prepared = connection.connection.info.setdefault("prepared_statements", set())
             if self.name not in prepared:
-                connection.exec_driver_sql(prepare)
+                try:
+                    connection.exec_driver_sql(prepare)
+                except DBAPIError as exc:
+                    # Prepared already by an earlier use whose bookkeeping was cut short.
+                    if getattr(exc.orig, "pgcode", None) != DUPLICATE_PREPARED_STATEMENT:
+                        raise
                 prepared.add(self.name)
         for key, process in converters.items():
             params[key] = process(params[key])
+        if begin:
+            sql = f"BEGIN; {sql}"
         if order is not None:
             return connection.exec_driver_sql(sql, tuple(params[key] for key in order))
         return connection.exec_driver_sql(sql, params)

@@ -61,3 +61,15 @@ def test_prepared_statements_can_be_turned_off(make_app):
         post(client, new_message(new_id(), conversation_id), 202)
         with autocommit_engine().connect() as connection:
             assert prepared_statements(connection) == set()
+
+
+def test_a_statement_prepared_behind_our_back_is_used(app, client):
+    """A PREPARE whose bookkeeping was lost (an interrupted first use) does not wedge the
+    connection with 'prepared statement already exists'."""
+    conversation_id = open_conversation(client)
+    post(client, new_message(new_id(), conversation_id), 202)
+    with autocommit_engine().connect() as connection:
+        connection.connection.info["prepared_statements"].clear()
+
+    post(client, new_message(new_id(), conversation_id), 202)
+    post(client, new_message(new_id(), conversation_id), 202)

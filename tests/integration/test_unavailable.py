@@ -1,8 +1,10 @@
 """PostgreSQL or Redis down: 503 with Retry-After, nothing half-done, never a 500."""
 
+import threading
+
 import pytest
 import redis.exceptions
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from service import create_app, events
 from service.extensions import db
@@ -15,7 +17,6 @@ from tests.helpers import (
     new_id,
     new_message,
     open_conversation,
-    reply_ids,
 )
 
 UNREACHABLE_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:1/test"
@@ -125,8 +126,19 @@ def test_activity_without_redis_is_503(client, app_without_redis):
     assert_unavailable(response)
 
 
-def test_message_whose_buffer_write_fails_is_503_and_taken_back(client, monkeypatch):
-    """The row commits before the buffer write; a failed write deletes it again."""
+def open_transactions():
+    """Sessions of the test database other than this one that sit inside a transaction."""
+    db.session.rollback()
+    return db.session.execute(
+        text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+        )
+    ).scalar_one()
+
+
+def test_message_whose_buffer_write_fails_is_503_and_leaves_nothing_open(client, monkeypatch):
+    """The row is not committed before its buffer entry: a failed write rolls it back."""
     conversation_id = open_conversation(client)
 
     def redis_down(*args, **kwargs):
@@ -136,24 +148,48 @@ def test_message_whose_buffer_write_fails_is_503_and_taken_back(client, monkeypa
     event = new_message(new_id(), conversation_id)
     assert_unavailable(client.post("/webhook/", json=event))
     assert counts() == (1, 0, 0)
+    # The pooled connection went back without its transaction (and the conversation's lock).
+    assert open_transactions() == 0
 
     monkeypatch.undo()
     assert client.post("/webhook/", json=event).status_code == 202
     assert counts() == (1, 1, 0)
 
 
-def test_message_answered_before_its_buffer_write_failed_stays_answered(client, monkeypatch):
-    """A close that answered the message in between wins: it is not deleted from under it."""
+def test_retry_during_a_stalled_buffer_write_is_accepted_once(app, client, monkeypatch):
+    """A sender that retries while the first delivery hangs on Redis is not told 'duplicate'
+    for a message that then fails: the retry waits for the first to commit or roll back."""
     conversation_id = open_conversation(client)
-    message_id = new_id()
+    event = new_message(new_id(), conversation_id)
+    add_to_group, stalled, release = events._add_to_group, threading.Event(), threading.Event()
+    calls = []
 
-    def close_then_fail(*args, **kwargs):
-        client.post("/webhook/", json=close_conversation(conversation_id))
-        raise redis.exceptions.ConnectionError("Redis went away")
+    def first_stalls_then_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            stalled.set()
+            release.wait(10)
+            raise redis.exceptions.TimeoutError("Timeout reading from Redis")
+        return add_to_group(*args, **kwargs)
 
-    monkeypatch.setattr(events, "_add_to_group", close_then_fail)
-    assert_unavailable(client.post("/webhook/", json=new_message(message_id, conversation_id)))
+    monkeypatch.setattr(events, "_add_to_group", first_stalls_then_fails)
+    statuses = {}
 
-    [inbound, reply] = messages(client, conversation_id)
-    assert inbound["id"] == message_id
-    assert reply_ids(reply) == [message_id]
+    def deliver(name):
+        with app.app_context():
+            statuses[name] = app.test_client().post("/webhook/", json=event).status_code
+
+    first = threading.Thread(target=deliver, args=("first",))
+    first.start()
+    assert stalled.wait(10)
+    retry = threading.Thread(target=deliver, args=("retry",))
+    retry.start()
+    retry.join(0.5)
+    assert retry.is_alive()  # waiting on the first delivery's uncommitted row
+    release.set()
+    first.join(10)
+    retry.join(10)
+
+    assert statuses == {"first": 503, "retry": 202}
+    assert counts() == (1, 1, 0)
+    assert [m["id"] for m in messages(client, conversation_id)] == [event["data"]["id"]]
