@@ -69,12 +69,12 @@ def load_config(instance_path, env=None):
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         # No pre-ping: it costs a round trip per request. A connection broken by a database
         # restart fails one request with 503, and SQLAlchemy then replaces the whole pool.
-        # Server-side prepared statements on the message hot path. Turn off behind a pooler
-        # that does not keep a server connection per client (PgBouncer in transaction mode).
-        "DB_PREPARED_STATEMENTS": _flag(env, "DB_PREPARED_STATEMENTS", True),
         "SQLALCHEMY_ENGINE_OPTIONS": {
             "pool_size": _number(env, "DB_POOL_SIZE", 10, int),
             "max_overflow": _number(env, "DB_MAX_OVERFLOW", 10, int),
             "pool_recycle": 1800,
         },
+        # Server-side prepared statements on the message hot path. Turn off behind a pooler
+        # that does not keep a server connection per client (PgBouncer in transaction mode).
+        "DB_PREPARED_STATEMENTS": _flag(env, "DB_PREPARED_STATEMENTS", True),
     }

@@ -288,6 +288,8 @@ def accept_message(message_id, conversation_id, content, timestamp, direction):
     # The hot path: one Connection and prepared statements, no Session (see service.sql).
     # Leaving this block without a commit rolls the transaction back (service.extensions).
     with autocommit_engine().connect() as connection:
+        if connection.dialect.name != POSTGRESQL:
+            connection.begin()  # SQLite: BEGIN IMMEDIATE waits for the write lock here
         # Arrival is read once a connection is in hand, so the time between the stamp and
         # the buffer entry is one statement and its lock wait, not a wait for the pool.
         now = clock.now_us()
@@ -353,10 +355,18 @@ def _accept(connection, row, message_id, conversation_id, kind, now):
     try:
         _commit(connection)
     except BaseException:
-        reply_buffer().withdraw(conversation_id, message_id)
+        _withdraw(conversation_id, message_id)
         raise
     _arm(conversation_id, added)
     return Outcome("accepted", str(message_id), str(conversation_id), to_datetime(due))
+
+
+def _withdraw(conversation_id, message_id):
+    """Take a buffer entry back after a failed commit; the commit's error is what to report."""
+    try:
+        reply_buffer().withdraw(conversation_id, message_id)
+    except Exception as exc:  # the entry expires; its flush finds nothing unanswered
+        log.warning("buffer_withdraw_failed", extra={"reason": str(exc)})
 
 
 def check_not_held(held_status):

@@ -83,7 +83,7 @@ def _end_open_transaction(dbapi_connection, connection_record, reset_state):
 
 
 def autocommit_engine():
-    """The engine for single self-committing statements (the main one on SQLite)."""
+    """The engine of the message hot path: autocommit on PostgreSQL, the main one on SQLite."""
     return current_app.extensions.get("autocommit_engine") or db.engine
 
 
