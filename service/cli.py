@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from service import events, jobs
+from service.clock import seconds_us
 from service.conversations import list_held
 from service.queueing import get_scheduler, get_worker
 from service.rules import EXPIRED, HELD
@@ -63,6 +64,21 @@ def held_list(status, limit):
     """List held and expired messages as JSON lines, newest first."""
     for row in list_held(status=status, limit=limit):
         click.echo(json.dumps({k: str(v) if v is not None else None for k, v in row.items()}))
+
+
+@held_cli.command("prune")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Days since the message expired.",
+)
+def held_prune(days):
+    """Delete records of expired held messages (redeliveries of those ids are then new)."""
+    deleted = events.prune_expired_holds(seconds_us(days * 86400))
+    click.echo(f"deleted {deleted} expired hold record(s)")
 
 
 @click.command("reconcile")

@@ -607,6 +607,21 @@ def reconcile():
     return list(arrivals)
 
 
+def prune_expired_holds(age_us):
+    """Delete the records of held messages that expired more than `age_us` ago.
+
+    Until then a redelivery of such a message gets 400 message_expired; afterwards its id is
+    new again. Returns how many records were deleted.
+    """
+    cutoff = to_datetime(clock.now_us() - age_us)
+    deleted = db.session.execute(
+        delete(HeldMessage).where(HeldMessage.status == EXPIRED, HeldMessage.expired_at < cutoff)
+    ).rowcount
+    _commit_or_rollback()
+    log.info("expired_holds_pruned", extra={"deleted": deleted})
+    return deleted
+
+
 def expire_held():
     """Join held messages whose conversation appeared in time; expire the rest."""
     now = clock.now_us()

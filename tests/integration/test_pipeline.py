@@ -295,6 +295,24 @@ def test_held_message_expires_at_6_1_seconds(client, fake_clock, runner):
     assert message_id in result.output
 
 
+def test_expired_hold_records_are_pruned_after_their_retention(client, fake_clock, runner):
+    expired_id, waiting_id = new_id(), new_id()
+    post(client, new_message(expired_id, new_id()), 202)
+    fake_clock.advance(6.1)
+    assert jobs.expire_held() == 1
+    post(client, new_message(waiting_id, new_id()), 202)
+
+    fake_clock.advance(23 * 3600)
+    result = runner.invoke(args=["held", "prune", "--older-than", "1"])
+    assert result.exit_code == 0 and "deleted 0 " in result.output
+    fake_clock.advance(2 * 3600)
+    result = runner.invoke(args=["held", "prune", "--older-than", "1"])
+    assert "deleted 1 " in result.output
+
+    remaining = client.get("/held/").get_json()["items"]
+    assert [h["id"] for h in remaining] == [waiting_id]  # a waiting hold is never pruned
+
+
 def test_expiry_job_drops_held_messages_whose_conversation_never_came(client, fake_clock):
     message_id = new_id()
     conversation_id = new_id()
