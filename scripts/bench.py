@@ -3,7 +3,8 @@
 
 Starts gunicorn (production settings from gunicorn.conf.py), RQ workers and the scheduler
 on a dedicated PostgreSQL database and Redis index, then:
-  1. ingest: wrk posts NEW_MESSAGE events to existing conversations over 16 connections;
+  1. ingest: wrk posts NEW_MESSAGE events to existing conversations over 16 connections,
+     and the CPU each part of the stack spent per request meanwhile is read from /proc;
   2. replies: `scripts/replay.py load` starts 100 new groups per second for a minute and
      checks every group got exactly one reply, never early, and how late;
   3. memory: RSS of every process of the stack, sampled during both phases; afterwards, the
@@ -114,9 +115,9 @@ class Stack:
             time.sleep(0.2)
         raise SystemExit("the stack did not become ready; see instance/bench-logs/")
 
-    def pids(self):
-        """Every process of the stack, gunicorn's workers included."""
-        roots = {p.pid for p in self.processes}
+    def pids(self, roots=None):
+        """Every process of the stack (or under `roots`), gunicorn's workers included."""
+        roots = roots or {p.pid for p in self.processes}
         children = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
@@ -154,6 +155,52 @@ class Stack:
                 process.kill()
 
 
+def cpu_ticks(pids):
+    """User + system CPU of these processes so far, in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def server_pids():
+    """PostgreSQL and Redis server processes on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if command.startswith(b"postgres") or b"redis-server" in command:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU per request of each part of the stack over a phase, from /proc."""
+
+    def __init__(self, stack):
+        web, *jobs = (p.pid for p in stack.processes)
+        self.groups = {
+            "web": lambda: stack.pids({web}),
+            "worker_and_scheduler": lambda: stack.pids(set(jobs)),
+            "postgres_and_redis": server_pids,
+        }
+        self.start = {name: cpu_ticks(pids()) for name, pids in self.groups.items()}
+
+    def per_request_ms(self, requests):
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        return {
+            name: round((cpu_ticks(pids()) - self.start[name]) * tick_ms / requests, 3)
+            for name, pids in self.groups.items()
+        }
+
+
 class MemorySampler(threading.Thread):
     def __init__(self, stack):
         super().__init__(daemon=True)
@@ -167,7 +214,7 @@ class MemorySampler(threading.Thread):
             time.sleep(0.5)
 
 
-def run_ingest(base, seconds, connections, conversations):
+def run_ingest(stack, base, seconds, connections, conversations):
     ids = []
     for i in range(conversations):
         conversation_id = f"00000000-0000-4000-8000-{i:012d}"
@@ -184,6 +231,7 @@ def run_ingest(base, seconds, connections, conversations):
         ids.append(conversation_id)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % ",".join(f'"{i}"' for i in ids))
+    meter = CpuMeter(stack)
     output = subprocess.run(
         [
             "wrk",
@@ -200,6 +248,8 @@ def run_ingest(base, seconds, connections, conversations):
         check=True,
     ).stdout
     os.unlink(script.name)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    cpu = meter.per_request_ms(requests)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -210,6 +260,7 @@ def run_ingest(base, seconds, connections, conversations):
         "latency_p99": percentiles.get("99"),
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": errors.group(1) if errors else "none",
+        "cpu_ms_per_request": cpu,
         "raw": output,
     }
 
@@ -285,7 +336,7 @@ def main():
     report = {"web_workers": args.web_workers, "rq_workers": args.rq_workers}
     try:
         if not args.skip_ingest:
-            ingest = run_ingest(base, args.ingest_seconds, args.connections, 200)
+            ingest = run_ingest(stack, base, args.ingest_seconds, args.connections, 200)
             print(ingest.pop("raw"))
             report["ingest"] = ingest
             print("ingest:", json.dumps(ingest))

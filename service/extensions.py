@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from flask import current_app
 
 from service.api import Api
-from service.sql import PREPARE_OPTION
+from service.sql import POSTGRESQL, PREPARE_OPTION
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -57,7 +57,7 @@ def init_autocommit_engine(app):
     """
     with app.app_context():
         main = db.engine
-        if main.dialect.name != "postgresql":
+        if main.dialect.name != POSTGRESQL:
             return
         engine = create_engine(
             main.url,

@@ -40,22 +40,22 @@ class Statement:
         self._prepared = {}
 
     def _prepare(self, dialect):
-        key = (dialect.name, dialect.driver)
-        if key not in self._prepared:
+        cache_key = (dialect.name, dialect.driver)
+        if cache_key not in self._prepared:
             postgresql = dialect.name == POSTGRESQL
             sql = f"{self.sql} {self.lock}" if self.lock and postgresql else self.sql
             compiled = text(sql).bindparams(*self.binds).compile(dialect=dialect)
             converters = {}
-            for key_, bind in compiled.binds.items():
+            for key, bind in compiled.binds.items():
                 process = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if process is not None:
-                    converters[key_] = process
+                    converters[key] = process
             order = tuple(compiled.positiontup) if compiled.positional else None
             server_side = None
             if self.name and postgresql and dialect.paramstyle == "pyformat":
                 server_side = self._server_side(compiled.string, dialect)
-            self._prepared[key] = (compiled.string, converters, order, server_side)
-        return self._prepared[key]
+            self._prepared[cache_key] = (compiled.string, converters, order, server_side)
+        return self._prepared[cache_key]
 
     def _server_side(self, compiled_sql, dialect):
         """(PREPARE statement, EXECUTE call) for a statement compiled with `%(name)s` marks."""

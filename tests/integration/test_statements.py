@@ -40,7 +40,7 @@ def test_messages_are_stored_again_after_the_pool_is_replaced(app, client):
     assert count == 2
 
 
-def test_autocommit_engine_commits_each_statement(app, client):
+def test_an_accepted_message_is_committed(app, client):
     """A message is visible to other connections as soon as the webhook answers."""
     conversation_id = open_conversation(client)
     message_id = new_id()
