@@ -5,7 +5,7 @@ Starts gunicorn (production settings from gunicorn.conf.py), RQ workers and the 
 on a dedicated PostgreSQL database and Redis index, then:
   1. ingest: wrk posts NEW_MESSAGE events to existing conversations over 16 connections,
      and the CPU each part of the stack spent per request meanwhile is read from /proc;
-  2. replies: `scripts/replay.py load` starts 100 new groups per second for a minute and
+  2. replies: `python3 -m scripts.replay load` starts 100 new groups per second for a minute and
      checks every group got exactly one reply, never early, and how late;
   3. memory: RSS of every process of the stack, sampled during both phases; afterwards, the
      Redis buffer keys left over.
@@ -269,7 +269,8 @@ def run_load(base, rate, seconds, conversations):
     output = subprocess.run(
         [
             sys.executable,
-            "scripts/replay.py",
+            "-m",
+            "scripts.replay",
             "load",
             "--base-url",
             base,

@@ -1,4 +1,16 @@
-"""WhatsApp conversation webhook receiver."""
+"""WhatsApp conversation webhook receiver: the app shell.
+
+The packages are layers, each importing only the ones below it (tests/unit/test_layers.py):
+
+    service.api, service.jobs, service.cli    entry points: HTTP, RQ jobs, Flask CLI
+    service.pipeline                          use cases, one transaction each
+    service.infra                             database, Redis buffer, queues, notices, metrics
+    service.domain                            pure rules and the arrival clock
+
+This module (`create_app`), `config`, `extensions`, `logs` and `runtime` are the shell.
+`config` and `extensions` import nothing of the service's own, so any layer but `domain` may
+use them. docs/architecture.md has the map and the path of one message through it.
+"""
 
 import os
 import re
@@ -43,26 +55,15 @@ def create_app(overrides=None):
 
         configure_logging(app.config["LOG_LEVEL"])
 
-    from service.extensions import api, db, init_autocommit_engine, migrate, redis_client
+    from service import api, cli
+    from service.extensions import db, migrate, redis_client
+    from service.infra import database, models  # noqa: F401 (models: the schema's tables)
 
     db.init_app(app)
-    init_autocommit_engine(app)
+    database.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
     redis_client.init_app(app)
     api.init_app(app)
-
-    from service import conversations, live, ops, swagger, webhook
-
-    webhook.register_event_schemas(api.spec)
-    api.register_blueprint(webhook.blp)
-    api.register_blueprint(conversations.blp)
-    api.register_blueprint(conversations.held_blp)
-    swagger.init_app(app)
-    ops.init_app(app)
-    live.init_app(app)
-
-    from service import cli
-
     cli.init_app(app)
 
     @app.before_request

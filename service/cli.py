@@ -1,4 +1,9 @@
-"""Flask CLI commands: the worker, the scheduler, and operator tools."""
+"""Flask CLI commands: the worker, the scheduler, and operator tools.
+
+An action's command has the name of its job and use case (`flask reconcile_groups`,
+`flask expire_held`, `flask prune_held`). May import: `service.jobs`, `service.pipeline` and
+below. Never `service.api`.
+"""
 
 import json
 import logging
@@ -8,11 +13,12 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from service import events, jobs
-from service.clock import seconds_us
-from service.conversations import list_held
-from service.queueing import get_scheduler, get_worker
-from service.rules import EXPIRED, HELD
+from service import jobs
+from service.domain.clock import seconds_us
+from service.domain.rules import EXPIRED, HELD
+from service.infra.queueing import get_scheduler, get_worker
+from service.pipeline import holds, replies
+from service.pipeline.queries import list_held
 from service.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
@@ -66,7 +72,7 @@ def held_list(status, limit):
         click.echo(json.dumps({k: str(v) if v is not None else None for k, v in row.items()}))
 
 
-@held_cli.command("prune")
+@click.command("prune_held")
 @click.option(
     "--older-than",
     "days",
@@ -75,21 +81,29 @@ def held_list(status, limit):
     show_default=True,
     help="Days since the message expired.",
 )
-def held_prune(days):
+def prune_held(days):
     """Delete records of expired held messages (redeliveries of those ids are then new)."""
-    deleted = events.prune_expired_holds(seconds_us(days * 86400))
+    deleted = holds.prune_held(seconds_us(days * 86400))
     click.echo(f"deleted {deleted} expired hold record(s)")
 
 
-@click.command("reconcile")
-def reconcile_command():
+@click.command("reconcile_groups")
+def reconcile_groups():
     """Re-arm overdue groups from the database now (after a Redis outage, say)."""
-    ids = events.reconcile()
+    ids = replies.reconcile_groups()
     click.echo(f"re-armed {len(ids)} conversation(s)")
+
+
+@click.command("expire_held")
+def expire_held():
+    """Join or expire held messages whose hold window has passed, now."""
+    dropped = holds.expire_held()
+    click.echo(f"expired {dropped} held message(s)")
 
 
 def init_app(app):
     app.cli.add_command(worker_command)
     app.cli.add_command(scheduler_command)
     app.cli.add_command(held_cli)
-    app.cli.add_command(reconcile_command)
+    for command in (prune_held, reconcile_groups, expire_held):
+        app.cli.add_command(command)

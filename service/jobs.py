@@ -1,10 +1,14 @@
-"""RQ jobs. They take ids, not objects, and run inside the app context of the worker."""
+"""RQ entry points, at stable dotted paths (`service.jobs.<name>`), each named after its use
+case. They take ids, not objects, and run inside the worker's app context.
+
+May import: `service.pipeline` and below. Never `service.api` or `service.cli`.
+"""
 
 import logging
 from functools import wraps
 
-from service import events
 from service.extensions import db
+from service.pipeline import holds, replies
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +25,14 @@ def _job(func):
 
 
 @_job
-def flush_group(conversation_id):
-    """Answer a conversation's group once it has been quiet for the window, else re-arm."""
-    return events.flush(conversation_id)
-
-
-@_job
-def flush_groups(conversation_ids):
-    """flush_group for each conversation whose flush came due at the same scheduler poll."""
+def flush_group(conversation_ids):
+    """flush_group for each conversation (ids as text) whose flush came due at one scheduler
+    poll. Returns {conversation_id: outcome}; raises RuntimeError naming the ones that failed,
+    after the others are done."""
     results = {}
     for conversation_id in conversation_ids:
         try:
-            results[conversation_id] = events.flush(conversation_id)
+            results[conversation_id] = replies.flush_group(conversation_id)
         except Exception:
             # One conversation's failure must not hold up the others; reconcile_groups
             # answers it later from the database.
@@ -48,11 +48,12 @@ def flush_groups(conversation_ids):
 
 @_job
 def reconcile_groups():
-    """Re-arm groups the database says are overdue (Redis lost data, a worker died)."""
-    return [str(c) for c in events.reconcile()]
+    """Re-arm groups the database says are overdue (Redis lost data, a worker died); returns
+    the conversation ids re-armed, as text."""
+    return [str(c) for c in replies.reconcile_groups()]
 
 
 @_job
 def expire_held():
-    """Join or expire held messages whose hold window has passed."""
-    return events.expire_held()
+    """Join or expire held messages whose hold window has passed; returns how many expired."""
+    return holds.expire_held()

@@ -5,7 +5,7 @@ import uuid
 
 from rq.registry import FailedJobRegistry
 
-from service.queueing import get_queue, get_scheduler, get_worker
+from service.infra.queueing import get_queue, get_scheduler, get_worker
 
 
 def new_id():

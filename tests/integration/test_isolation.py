@@ -6,7 +6,7 @@ The tests in this file run in order: the first commits, the second must see noth
 from sqlalchemy import func, select
 
 from service.extensions import db
-from service.models import Conversation, HeldMessage, Message
+from service.infra.models import Conversation, HeldMessage, Message
 from tests.helpers import new_conversation, new_id, new_message, post
 
 CONVERSATION = "1b0c5a4e-7a0b-4b59-9d0e-6f1f7f6c0001"

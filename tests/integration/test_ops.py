@@ -6,9 +6,9 @@ import threading
 import pytest
 from rq import Worker
 
-from service.live import CHANNEL, publish
-from service.queueing import SCHEDULER_HEARTBEAT_KEY, get_queue
-from service.signatures import sign
+from service.api.signatures import sign
+from service.infra.notices import CHANNEL, publish
+from service.infra.queueing import SCHEDULER_HEARTBEAT_KEY, get_queue
 from tests.helpers import (
     new_conversation,
     new_id,
@@ -75,7 +75,7 @@ def test_metrics_count_events_and_replies(client, fake_clock):
     body = client.get("/metrics").get_data(as_text=True)
     assert 'webhook_events_total{outcome="ok",type="NEW_MESSAGE"}' in body
     assert "pipeline_replies_quiet_total 1.0" in body
-    assert "pipeline_held_total 1.0" in body
+    assert "pipeline_hold_message_total 1.0" in body
     assert "held_messages_waiting 1.0" in body
     assert "reply_lateness_seconds_count 1.0" in body
     assert "http_request_duration_seconds_bucket" in body

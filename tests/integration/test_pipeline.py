@@ -4,9 +4,10 @@ import threading
 
 import pytest
 
-from service import events, jobs
-from service.buffer import keys
-from service.queueing import get_scheduler
+from service import jobs
+from service.infra.buffer import ReplyBuffer, keys
+from service.infra.queueing import get_scheduler
+from service.pipeline import replies as reply_pipeline
 from tests.helpers import (
     close_conversation,
     messages,
@@ -107,8 +108,8 @@ def test_flush_job_run_twice_answers_once(client, fake_clock):
     conversation_id = open_conversation(client)
     send(client, conversation_id)
     fake_clock.advance(5)
-    assert jobs.flush_group(conversation_id) == "answered"
-    assert jobs.flush_group(conversation_id) == "empty"
+    assert reply_pipeline.flush_group(conversation_id) == "answered"
+    assert reply_pipeline.flush_group(conversation_id) == "empty"
     run_due_jobs()
     assert len(replies(client, conversation_id)) == 1
 
@@ -123,7 +124,7 @@ def test_two_workers_flushing_at_once_answer_once(app, client, fake_clock):
     def flush():
         with app.app_context():
             barrier.wait()
-            results.append(jobs.flush_group(conversation_id))
+            results.append(reply_pipeline.flush_group(conversation_id))
 
     threads = [threading.Thread(target=flush) for _ in range(4)]
     for t in threads:
@@ -166,14 +167,14 @@ def test_message_arriving_while_its_group_is_answered_joins_the_next(
     first = send(client, conversation_id)
     fake_clock.advance(5)
     late = []
-    ack = events.ReplyBuffer.ack
+    ack = ReplyBuffer.ack
 
     def ack_after_a_new_message(self, *args):
         if not late:
             late.append(send(client, conversation_id))
         return ack(self, *args)
 
-    monkeypatch.setattr(events.ReplyBuffer, "ack", ack_after_a_new_message)
+    monkeypatch.setattr(ReplyBuffer, "ack", ack_after_a_new_message)
     run_due_jobs()
     assert [reply_ids(r) for r in replies(client, conversation_id)] == [[first]]
     fake_clock.advance(5)
@@ -192,16 +193,16 @@ def test_flush_failing_before_commit_is_recovered_by_reconcile(
         raise RuntimeError("worker died")
 
     with monkeypatch.context() as patch, pytest.raises(RuntimeError):
-        patch.setattr(events, "_answer_group", crash)
-        jobs.flush_group(conversation_id)
+        patch.setattr(reply_pipeline, "answer_group", crash)
+        reply_pipeline.flush_group(conversation_id)
     assert replies(client, conversation_id) == []
 
     fake_clock.advance(3.5)
-    assert [str(c) for c in events.reconcile()] == [conversation_id]
+    assert [str(c) for c in reply_pipeline.reconcile_groups()] == [conversation_id]
     run_due_jobs()
     [reply] = replies(client, conversation_id)
     assert reply_ids(reply) == [message_id]
-    assert events.reconcile() == []
+    assert reply_pipeline.reconcile_groups() == []
 
 
 def test_flush_failing_after_commit_does_not_answer_twice(client, fake_clock, monkeypatch):
@@ -209,12 +210,12 @@ def test_flush_failing_after_commit_does_not_answer_twice(client, fake_clock, mo
     send(client, conversation_id)
     fake_clock.advance(5)
     with monkeypatch.context() as patch, pytest.raises(RuntimeError):
-        patch.setattr(events.ReplyBuffer, "ack", lambda *a: (_ for _ in ()).throw(RuntimeError()))
-        jobs.flush_group(conversation_id)
+        patch.setattr(ReplyBuffer, "ack", lambda *a: (_ for _ in ()).throw(RuntimeError()))
+        reply_pipeline.flush_group(conversation_id)
     fake_clock.advance(60)
-    events.reconcile()
+    reply_pipeline.reconcile_groups()
     run_due_jobs()
-    assert jobs.flush_group(conversation_id) in ("empty", "nothing")
+    assert reply_pipeline.flush_group(conversation_id) in ("empty", "nothing")
     assert len(replies(client, conversation_id)) == 1
 
 
@@ -238,7 +239,7 @@ def test_redis_flushed_with_no_further_message_reconcile_answers(client, fake_cl
     run_due_jobs()
     assert replies(client, conversation_id) == []
     fake_clock.advance(3.5)
-    events.reconcile()
+    reply_pipeline.reconcile_groups()
     run_due_jobs()
     [reply] = replies(client, conversation_id)
     assert reply_ids(reply) == [message_id]
@@ -255,7 +256,7 @@ def test_close_answers_the_open_group_at_once(client, fake_clock, redis_conn):
     assert buffer_keys(redis_conn) == []
     fake_clock.advance(10)
     run_due_jobs()
-    events.reconcile()
+    reply_pipeline.reconcile_groups()
     assert len(replies(client, conversation_id)) == 1
     post(client, new_message(new_id(), conversation_id), 400)
 
@@ -303,10 +304,10 @@ def test_expired_hold_records_are_pruned_after_their_retention(client, fake_cloc
     post(client, new_message(waiting_id, new_id()), 202)
 
     fake_clock.advance(23 * 3600)
-    result = runner.invoke(args=["held", "prune", "--older-than", "1"])
+    result = runner.invoke(args=["prune_held", "--older-than", "1"])
     assert result.exit_code == 0 and "deleted 0 " in result.output
     fake_clock.advance(2 * 3600)
-    result = runner.invoke(args=["held", "prune", "--older-than", "1"])
+    result = runner.invoke(args=["prune_held", "--older-than", "1"])
     assert "deleted 1 " in result.output
 
     remaining = client.get("/held/").get_json()["items"]
@@ -345,9 +346,9 @@ def test_held_messages_join_in_arrival_order_with_later_ones(client, fake_clock)
 
 def hold_behind_its_conversation(message_id, conversation_id, at_us):
     """Write a hold as if it committed just after its conversation's creation looked."""
-    from service.clock import to_datetime
+    from service.domain.clock import to_datetime
     from service.extensions import db
-    from service.models import HeldMessage
+    from service.infra.models import HeldMessage
 
     moment = to_datetime(at_us)
     db.session.add(
@@ -401,8 +402,8 @@ def test_a_burst_keeps_one_flush_pending(app, client, fake_clock, redis_conn):
     # Messages do not touch the pending flush: the one due 5 s after the first message found
     # the group still active and re-armed once, for the end of the group.
     counts = redis_conn.hgetall("conversations:metrics")
-    assert counts[b"flush_wait"] == b"1"
-    assert counts[b"flush_ready"] == b"1"
+    assert counts[b"flush_group_wait"] == b"1"
+    assert counts[b"flush_group_ready"] == b"1"
 
 
 def test_held_message_racing_a_closed_conversation_is_dropped_not_joined(client, fake_clock):

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from service.schemas import load_event
+from service.api.schemas import load_event
 
 COLLECTION = Path(__file__).resolve().parents[2] / "docs" / "requests.http"
 

@@ -2,7 +2,8 @@
 
 from sqlalchemy import text
 
-from service.extensions import autocommit_engine, db
+from service.extensions import db
+from service.infra.database import autocommit_engine
 from tests.helpers import new_id, new_message, open_conversation, post
 
 

@@ -6,9 +6,10 @@ import pytest
 import redis.exceptions
 from sqlalchemy import func, select, text
 
-from service import create_app, events
+from service import create_app
 from service.extensions import db
-from service.models import Conversation, HeldMessage, Message
+from service.infra.models import Conversation, HeldMessage, Message
+from service.pipeline import groups
 from tests import conftest
 from tests.helpers import (
     close_conversation,
@@ -144,7 +145,7 @@ def test_message_whose_buffer_write_fails_is_503_and_leaves_nothing_open(client,
     def redis_down(*args, **kwargs):
         raise redis.exceptions.ConnectionError("Redis went away")
 
-    monkeypatch.setattr(events, "_add_to_group", redis_down)
+    monkeypatch.setattr(groups, "add_to_group", redis_down)
     event = new_message(new_id(), conversation_id)
     assert_unavailable(client.post("/webhook/", json=event))
     assert counts() == (1, 0, 0)
@@ -161,7 +162,7 @@ def test_retry_during_a_stalled_buffer_write_is_accepted_once(app, client, monke
     for a message that then fails: the retry waits for the first to commit or roll back."""
     conversation_id = open_conversation(client)
     event = new_message(new_id(), conversation_id)
-    add_to_group, stalled, release = events._add_to_group, threading.Event(), threading.Event()
+    add_to_group, stalled, release = groups.add_to_group, threading.Event(), threading.Event()
     calls = []
 
     def first_stalls_then_fails(*args, **kwargs):
@@ -172,7 +173,7 @@ def test_retry_during_a_stalled_buffer_write_is_accepted_once(app, client, monke
             raise redis.exceptions.TimeoutError("Timeout reading from Redis")
         return add_to_group(*args, **kwargs)
 
-    monkeypatch.setattr(events, "_add_to_group", first_stalls_then_fails)
+    monkeypatch.setattr(groups, "add_to_group", first_stalls_then_fails)
     statuses = {}
 
     def deliver(name):

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service.extensions import db
-from service.models import Conversation, HeldMessage, Message
+from service.infra.models import Conversation, HeldMessage, Message
 from tests.helpers import (
     close_conversation,
     messages,

@@ -1,11 +1,11 @@
-"""The pure rules of service.rules: no Flask, no database, no Redis."""
+"""The pure rules of service.domain.rules: no Flask, no database, no Redis."""
 
 import uuid
 
 import pytest
 
-from service import rules
-from service.rules import Rejected
+from service.domain import rules
+from service.domain.rules import Rejected
 
 SECOND = 1_000_000
 QUIET = 5 * SECOND

@@ -1,4 +1,4 @@
-"""load_event in service.schemas: every valid and invalid shape, with no services."""
+"""load_event in service.api.schemas: every valid and invalid shape, with no services."""
 
 from datetime import UTC, datetime
 from uuid import UUID
@@ -7,7 +7,7 @@ import pytest
 
 from marshmallow import ValidationError
 
-from service.schemas import load_event
+from service.api.schemas import load_event
 
 CONVERSATION = "6a41b347-8d80-4ce9-84ba-7af66f369f6a"
 MESSAGE = "49108c71-4dca-4af3-9f32-61bc745926e2"

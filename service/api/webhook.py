@@ -7,9 +7,8 @@ from flask.views import MethodView
 
 from marshmallow import ValidationError
 
-from service import events, metrics
-from service.api import Blueprint, abort, docs_only
-from service.schemas import (
+from service.api.errors import Blueprint, abort, docs_only
+from service.api.schemas import (
     AcceptedSchema,
     CloseConversationEventSchema,
     ConversationSchema,
@@ -17,7 +16,10 @@ from service.schemas import (
     NewMessageEventSchema,
     load_event,
 )
-from service.signatures import check_signature
+from service.api.signatures import check_signature
+from service.infra import metrics
+from service.pipeline.intake import accept_message
+from service.pipeline.lifecycle import close_conversation, create_conversation
 
 blp = Blueprint(
     "webhook",
@@ -128,10 +130,10 @@ ACCEPTED = AcceptedSchema()
 
 def _dispatch(kind, data, timestamp):
     if kind == "NEW_CONVERSATION":
-        return CONVERSATION.dump(events.create_conversation(data["id"])), 201
+        return CONVERSATION.dump(create_conversation(data["id"])), 201
     if kind == "CLOSE_CONVERSATION":
-        return CONVERSATION.dump(events.close_conversation(data["id"])), 200
-    outcome = events.accept_message(
+        return CONVERSATION.dump(close_conversation(data["id"])), 200
+    outcome = accept_message(
         data["id"], data["conversation_id"], data["content"], timestamp, data["direction"]
     )
     return ACCEPTED.dump(outcome.__dict__), 202

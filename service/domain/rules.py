@@ -1,4 +1,4 @@
-"""Pure business rules: no Flask, no database, no Redis."""
+"""The business rules of the contract (../shared/SPEC.md): statuses, rejections, the reply."""
 
 import uuid
 
@@ -41,6 +41,14 @@ def check_can_receive(status):
     """A message may join only an open conversation."""
     if status == CLOSED:
         raise Rejected("conversation_closed", "The conversation is closed.")
+
+
+def check_not_held(held_status):
+    """A message id held or dropped before cannot come in again."""
+    if held_status == EXPIRED:
+        raise expired()
+    if held_status is not None:
+        raise duplicate(held=True)
 
 
 def check_can_close(status):

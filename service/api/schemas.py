@@ -5,7 +5,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate
 
-from service.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND, RECEIVED, SENT
+from service.domain.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND, RECEIVED, SENT
 
 EVENT_TYPES = ("NEW_CONVERSATION", "NEW_MESSAGE", "CLOSE_CONVERSATION")
 

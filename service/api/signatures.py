@@ -5,7 +5,7 @@ import hmac
 
 from flask import current_app, request
 
-from service.api import abort
+from service.api.errors import abort
 
 HEADER = "X-Hub-Signature-256"
 

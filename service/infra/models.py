@@ -1,4 +1,5 @@
-"""Database models: plain records; the rules live in `service.rules` and `service.events`."""
+"""Database models: plain records; the rules live in `service.domain`, the use cases in
+`service.pipeline`."""
 
 from datetime import UTC
 
@@ -6,8 +7,8 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, TypeDec
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.domain.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND
 from service.extensions import db
-from service.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND
 
 
 class UTCDateTime(TypeDecorator):

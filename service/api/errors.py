@@ -1,4 +1,7 @@
-"""Project-wide flask-smorest settings: 400 for invalid input, one JSON error shape."""
+"""Project-wide flask-smorest settings and the one error path: every error the service
+answers, 4xx or 503, is JSON of one shape (../shared/SPEC.md, "Events in"):
+`{"code", "status", "error", "message", "errors"?}`.
+"""
 
 import logging
 
@@ -7,12 +10,13 @@ import sqlalchemy.exc
 from webargs.flaskparser import FlaskParser
 
 from flask import current_app
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, ServiceUnavailable
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.http import HTTP_STATUS_CODES
 
 import flask_smorest
 import marshmallow as ma
 
-from service.rules import Rejected
+from service.domain.rules import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,25 @@ class ErrorSchema(ma.Schema):
     errors = ma.fields.Dict(metadata={"description": "Field-level validation errors"})
 
 
+def error_body(code, error, message, **extra):
+    """The JSON body of an error: `code` is the HTTP status, `error` the machine-readable
+    code, `message` the human one; `extra` adds fields (e.g. `errors`, `checks`)."""
+    return {
+        "code": code,
+        "status": HTTP_STATUS_CODES.get(code, "Unknown Error"),
+        "error": error,
+        "message": message,
+        **extra,
+    }
+
+
+def unavailable(message, error="service_unavailable", **extra):
+    """A 503 (body, status, headers) with Retry-After (RETRY_AFTER_SECONDS): the sender may
+    retry later, and nothing was changed."""
+    headers = {"Retry-After": str(current_app.config["RETRY_AFTER_SECONDS"])}
+    return error_body(503, error, message, **extra), 503, headers
+
+
 class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
 
@@ -74,10 +97,12 @@ class Api(flask_smorest.Api):
             self._app.register_error_handler(exc, self.handle_unavailable)
 
     def handle_http_exception(self, error):
+        """Every HTTPException (abort, 404, 405, 413...) in the one error shape."""
         payload, status, headers = super().handle_http_exception(error)
         data = getattr(error, "data", None) or {}
-        payload["error"] = data.get("error") or DEFAULT_ERROR_CODES.get(status, "error")
-        payload.setdefault("message", error.description)
+        code = data.get("error") or DEFAULT_ERROR_CODES.get(status, "error")
+        extra = {"errors": payload["errors"]} if "errors" in payload else {}
+        payload = error_body(status, code, payload.get("message", error.description), **extra)
         # flask-smorest keeps only headers passed to abort(); RFC 9110 requires Allow on a 405.
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             headers = {**(headers or {}), "Allow": ", ".join(error.valid_methods)}
@@ -85,18 +110,12 @@ class Api(flask_smorest.Api):
 
     def handle_rejected(self, error):
         """An event that breaks a business rule: 400 with the rule's code."""
-        return (
-            {"code": 400, "status": "Bad Request", "error": error.error, "message": error.message},
-            400,
-        )
+        return error_body(400, error.error, error.message), 400
 
     def handle_unavailable(self, error):
         """A dependency is down: ask the sender to retry instead of answering 500."""
-        log.warning("dependency unavailable: %s: %s", type(error).__name__, error)
-        retry_after = str(current_app.config["RETRY_AFTER_SECONDS"])
-        exc = ServiceUnavailable("A dependency (database or Redis) is unavailable; retry later.")
-        exc.data = {"headers": {"Retry-After": retry_after}}
-        return self.handle_http_exception(exc)
+        log.warning("dependency_unavailable", extra={"reason": f"{type(error).__name__}: {error}"})
+        return unavailable("A dependency (database or Redis) is unavailable; retry later.")
 
 
 def docs_only(*decorators):
@@ -118,8 +137,5 @@ def docs_only(*decorators):
 
 
 def abort(status, error, message, **kwargs):
-    """Raise an HTTP error with a machine-readable code."""
+    """Raise an HTTP error with a machine-readable code (`kwargs`: `errors`, `headers`)."""
     flask_smorest.abort(status, error=error, message=message, **kwargs)
-
-
-__all__ = ["Api", "Blueprint", "ErrorSchema", "HTTPException", "abort", "docs_only"]

@@ -1,4 +1,5 @@
-"""Live view for consoles: events published on Redis pub/sub, streamed as server-sent events.
+"""Live view for consoles: notices published on Redis pub/sub (service.infra.notices),
+streamed as server-sent events, and the console's built files.
 
 Any web process can stream what any web or worker process published. Each open stream holds
 one gunicorn thread, so streams get a bounded number of slots per process (STREAM_SLOTS) and
@@ -16,44 +17,13 @@ import redis.exceptions
 
 from flask import Blueprint, Response, current_app, send_from_directory
 
+from service.api.errors import unavailable
 from service.extensions import redis_client
+from service.infra.notices import CHANNEL
 
-CHANNEL = "conversations:events"
 PING_SECONDS = 5
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
-
-
-def notice(event, **payload):
-    """The (channel, text) of a live event, for publishing it in another Redis call."""
-    return CHANNEL, json.dumps({"event": event, **{k: _plain(v) for k, v in payload.items()}})
-
-
-def publish(client, event, **payload):
-    """Tell open consoles that something happened; never fails the caller."""
-    try:
-        client.publish(*notice(event, **payload))
-    except redis.exceptions.RedisError as exc:
-        log.warning("live_publish_failed", extra={"event": event, "reason": str(exc)})
-
-
-def _plain(value):
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value if isinstance(value, int | float | bool | type(None)) else str(value)
-
-
-def _unavailable(message):
-    retry = str(current_app.config["RETRY_AFTER_SECONDS"])
-    body = {
-        "code": 503,
-        "status": "Service Unavailable",
-        "error": "service_unavailable",
-        "message": message,
-    }
-    return body, 503, {"Retry-After": retry}
 
 
 @bp.get("/events/stream")
@@ -61,7 +31,7 @@ def stream():
     """Server-sent events: conversation.*, message.*, reply.created."""
     slots = current_app.extensions["stream_slots"]
     if not slots.acquire(blocking=False):
-        return _unavailable("Too many open live streams on this process; retry shortly.")
+        return unavailable("Too many open live streams on this process; retry shortly.")
     try:
         pubsub = redis_client.client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(CHANNEL)
@@ -105,7 +75,7 @@ def console(filename="index.html"):
     """The web console's built files; unknown paths get the app shell."""
     dist = console_dist()
     if not (dist / "index.html").is_file():
-        return _unavailable("The console is not built: run 'make console' (needs npm).")
+        return unavailable("The console is not built: run 'make console' (needs npm).")
     if not (dist / filename).is_file():
         filename = "index.html"
     response = send_from_directory(dist, filename, max_age=0 if filename == "index.html" else 3600)

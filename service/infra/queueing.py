@@ -11,7 +11,7 @@ from rq_scheduler import Scheduler
 
 from flask import current_app
 
-from service import clock
+from service.domain import clock
 from service.extensions import redis_client
 
 # Results are not read back: the database is the record. Failures are kept for a week.
@@ -19,7 +19,7 @@ RESULT_TTL = 0
 FAILURE_TTL = 7 * 24 * 3600
 # Schedule entries of flushes: "flush_group-<conversation id>-<token>".
 FLUSH_PREFIX = "flush_group-"
-FLUSH_JOB = "service.jobs.flush_groups"
+FLUSH_JOB = "service.jobs.flush_group"
 FLUSH_BATCH = 100
 WORKER_TTL = 60
 SCHEDULER_HEARTBEAT_KEY = "conversations:scheduler:heartbeat"

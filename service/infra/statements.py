@@ -1,4 +1,4 @@
-"""Fixed statements for the hot paths, compiled once per dialect instead of once per call.
+"""The pipeline's fixed SQL statements, compiled once per dialect instead of once per call.
 
 A Session executing a `text()` construct spends more CPU than the database does on a short
 statement: cache-key generation, compilation lookup and the Session's own bookkeeping. A
@@ -13,8 +13,13 @@ and plans it once per connection instead of once per call, which on the message 
 about a third of the database's CPU. docs/benchmarks.md has the figures.
 """
 
-from sqlalchemy import bindparam, text
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, String, Text, Uuid, bindparam, text
 from sqlalchemy.exc import DBAPIError
+
+from service.domain.rules import INBOUND, OPEN
+from service.infra.models import UTCDateTime
 
 POSTGRESQL = "postgresql"
 # Execution option of an engine whose connections may hold server-side prepared statements.
@@ -26,7 +31,7 @@ class Statement:
     """One SQL statement with typed named parameters (`:name`), for any dialect.
 
     `lock` is a row-lock clause appended on PostgreSQL only: SQLite has no row locks, and
-    its transactions are serialised whole instead (BEGIN IMMEDIATE, service.extensions).
+    its transactions are serialised whole instead (BEGIN IMMEDIATE, service.infra.database).
     `name`, when given, makes it a prepared statement on PostgreSQL connections whose engine
     allows it (execution option `PREPARE_OPTION`): PREPARE once on each database connection,
     on its first use there, then EXECUTE.
@@ -93,3 +98,75 @@ class Statement:
         if order is not None:
             return connection.exec_driver_sql(sql, tuple(params[key] for key in order))
         return connection.exec_driver_sql(sql, params)
+
+
+# Statements of the hot paths: they run on every message and every flush, and SQLAlchemy's
+# per-call expression work costs more CPU than the database spends on them
+# (docs/benchmarks.md).
+MESSAGE_COLUMNS = "id, conversation_id, type, content, timestamp, received_at, generated"
+MESSAGE_TYPES = {
+    "id": Uuid,
+    "conversation_id": Uuid,
+    "type": String,
+    "content": Text,
+    "timestamp": UTCDateTime,
+    "received_at": UTCDateTime,
+    "generated": Boolean,
+}
+INSERT_MESSAGE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS})"
+    " VALUES (:id, :conversation_id, :type, :content, :timestamp, :received_at, :generated)"
+)
+# A reply runs under the conversation's row lock, so its id cannot already exist.
+STORE_REPLY = Statement(INSERT_MESSAGE, **MESSAGE_TYPES)
+# PostgreSQL: a message is checked and stored by one prepared statement.
+# The share lock on the conversation makes a concurrent close (or flush) wait for this
+# message's commit, so the close answers it instead of leaving it alone. The INSERT happens
+# only into an open conversation and for an id never held; a duplicate id stores nothing
+# (ON CONFLICT), so the count of stored rows tells it apart without an exception.
+ACCEPT_MESSAGE = Statement(
+    "WITH conversation AS ("
+    "  SELECT status FROM conversations WHERE id = :conversation_id FOR SHARE"
+    "), held AS ("
+    "  SELECT status FROM held_messages WHERE id = :id"
+    "), stored AS ("
+    f"  INSERT INTO messages ({MESSAGE_COLUMNS})"
+    "   SELECT :id, :conversation_id, :type, :content, :timestamp, :received_at, :generated"
+    f"  FROM conversation WHERE status = '{OPEN}' AND NOT EXISTS (SELECT 1 FROM held)"
+    "   ON CONFLICT (id) DO NOTHING RETURNING 1"
+    ")"
+    " SELECT conversation.status, (SELECT status FROM held), (SELECT count(*) FROM stored)"
+    " FROM conversation",
+    name="accept_message",
+    **MESSAGE_TYPES,
+)
+# SQLite has no INSERT inside WITH: the same check, then the INSERT, in one transaction
+# (serialised whole by BEGIN IMMEDIATE, so nothing slips in between).
+ACCEPT_CHECK = Statement(
+    "SELECT c.status, (SELECT h.status FROM held_messages h WHERE h.id = :message_id)"
+    " FROM conversations c WHERE c.id = :conversation_id",
+    message_id=Uuid,
+    conversation_id=Uuid,
+)
+STORE_MESSAGE = Statement(INSERT_MESSAGE + " ON CONFLICT (id) DO NOTHING", **MESSAGE_TYPES)
+LOCK_CONVERSATION = Statement(
+    "SELECT status FROM conversations WHERE id = :conversation_id",
+    lock="FOR UPDATE",
+    conversation_id=Uuid,
+)
+SELECT_UNANSWERED = (
+    text(
+        f"SELECT id FROM messages WHERE conversation_id = :conversation_id AND type = '{INBOUND}'"
+        " AND reply_id IS NULL AND received_at <= :upto ORDER BY received_at, id"
+    )
+    .bindparams(bindparam("conversation_id", type_=Uuid), bindparam("upto", type_=UTCDateTime))
+    .columns(id=Uuid)
+)
+LINK_REPLY = text("UPDATE messages SET reply_id = :reply WHERE id IN :ids").bindparams(
+    bindparam("reply", type_=Uuid), bindparam("ids", expanding=True, type_=Uuid)
+)
+TOUCH_CONVERSATION = text(
+    "UPDATE conversations SET updated_at = :at WHERE id = :conversation_id"
+).bindparams(bindparam("at", type_=UTCDateTime), bindparam("conversation_id", type_=Uuid))
+# Far enough ahead that "every unanswered message" needs no second statement.
+END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)

@@ -1,13 +1,16 @@
 """The per-conversation reply buffer in Redis: a sorted set of message ids by arrival time.
 
-Each decision is one Lua script, so concurrent web processes and workers never see a
-half-made change. A conversation's keys share the hash tag `{<id>}`, so every script touches
-one Redis Cluster slot. The buffer is only the fast path: the database stays the record of
-which messages were answered, and `reconcile_groups` rebuilds the buffer from it.
+It takes its Redis client as an argument and imports no Flask (the app's buffer is
+`service.pipeline.groups.reply_buffer()`). Each decision is one Lua script, so concurrent
+web processes and workers never see a half-made change. A conversation's keys share the hash
+tag `{<id>}`, so every script touches one Redis Cluster slot. The buffer is only the fast
+path: the database stays the record of which messages were answered, and `reconcile_groups`
+rebuilds the buffer from it.
 
-Scores are arrival times in integer microseconds (see `service.clock`). The `armed` key holds
-the id of the flush job pending for the conversation, so there is one per open group, not one
-per message; a flush that finds its group still active re-arms for the group's new end.
+Scores are arrival times in integer microseconds (see `service.domain.clock`). The `armed`
+key holds the schedule entry of the flush pending for the conversation, so there is one per
+open group, not one per message; a flush that finds its group still active re-arms for the
+group's new end.
 """
 
 from dataclasses import dataclass

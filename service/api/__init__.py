@@ -1,0 +1,27 @@
+"""HTTP: the flask-smorest API, the operators' endpoints, the live stream and the console.
+
+Lives here: blueprints and their views, marshmallow schemas of requests and responses, the
+webhook signature check, the one error path (`errors`), Swagger UI. A view parses, calls one
+use case of `service.pipeline`, and renders; it holds no business rule and no transaction.
+May import: `service.pipeline`, `service.infra`, `service.domain`, `service.extensions`,
+`service.config` and Flask, flask-smorest, marshmallow. Never `service.jobs` or
+`service.cli` (tests/unit/test_layers.py).
+"""
+
+from service.api.errors import Api
+
+api = Api()
+
+
+def init_app(app):
+    """Bind the API to the app and register every blueprint."""
+    from service.api import conversations, live, ops, swagger, webhook
+
+    api.init_app(app)
+    webhook.register_event_schemas(api.spec)
+    api.register_blueprint(webhook.blp)
+    api.register_blueprint(conversations.blp)
+    api.register_blueprint(conversations.held_blp)
+    swagger.init_app(app)
+    ops.init_app(app)
+    live.init_app(app)

@@ -1,0 +1,72 @@
+"""A conversation's open group: buffering its arrivals and arming the flush that answers it."""
+
+import logging
+
+import redis.exceptions
+
+from flask import current_app
+
+from service.domain.clock import seconds_us
+from service.domain.rules import flush_due_us
+from service.extensions import redis_client
+from service.infra import queueing
+from service.infra.buffer import ReplyBuffer
+
+log = logging.getLogger(__name__)
+
+
+def quiet_us():
+    """The debounce window (QUIET_SECONDS, 5 s by the contract), in microseconds."""
+    return seconds_us(current_app.config["QUIET_SECONDS"])
+
+
+def hold_us():
+    """The hold window (HOLD_SECONDS, 6 s by the contract), in microseconds."""
+    return seconds_us(current_app.config["HOLD_SECONDS"])
+
+
+def reply_buffer():
+    """The app's reply buffer; its keys outlive the debounce window by 60 s."""
+    ext = current_app.extensions
+    if "reply_buffer" not in ext:
+        ttl_ms = (current_app.config["QUIET_SECONDS"] + 60) * 1000
+        ext["reply_buffer"] = ReplyBuffer(redis_client.client, key_ttl_ms=ttl_ms)
+    return ext["reply_buffer"]
+
+
+def add_to_group(conversation_id, arrivals, notice=None):
+    """Buffer (message_id, arrival_us) pairs, arming a flush with a fresh entry if none is
+    pending; `notice` is published in the same round trip. Returns a buffer.Added.
+
+    Raises redis.exceptions.RedisError when the buffer cannot be written.
+    """
+    entry = queueing.flush_entry(conversation_id)
+    return reply_buffer().add(conversation_id, arrivals, entry, notice=notice)
+
+
+def arm(conversation_id, added):
+    """After the commit: schedule the flush that `add_to_group` armed, if it armed one.
+
+    A later message of the same group does not move the pending flush: when that flush
+    finds the group still active, it re-arms itself for the group's new end. That costs
+    one Redis decision per extension in a worker instead of a round trip per message here.
+    """
+    if added.must_schedule:
+        schedule_flush(conversation_id, flush_due_us(added.newest_us, quiet_us()), added.job)
+
+
+def schedule_flush(conversation_id, due_us, entry=None):
+    """Arrange for the conversation's group to be looked at when it may be quiet.
+
+    Called after the commit: if Redis fails now, the message is already safe in the
+    database and `reconcile_groups` will arm its group, so the caller is not failed.
+    """
+    try:
+        queueing.schedule_flush(
+            conversation_id, due_us, entry or queueing.flush_entry(conversation_id)
+        )
+    except redis.exceptions.RedisError as exc:
+        log.error(
+            "flush_group_schedule_failed",
+            extra={"conversation_id": str(conversation_id), "reason": str(exc)},
+        )

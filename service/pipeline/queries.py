@@ -1,0 +1,212 @@
+"""Reads: conversations, held messages and a conversation's live activity for the API and
+the CLI, and the readiness checks and gauges of the operators' endpoints.
+
+Reads take no locks and write nothing; each ends its transaction before returning.
+"""
+
+import uuid
+
+from rq import Worker
+from sqlalchemy import and_, func, or_, select, text
+
+from service.domain.clock import to_datetime, to_us
+from service.domain.rules import EXPIRED, HELD, INBOUND
+from service.extensions import db, redis_client
+from service.infra.models import Conversation, HeldMessage, Message
+from service.infra.queueing import SCHEDULER_HEARTBEAT_KEY, get_queue, get_scheduler
+from service.pipeline.groups import hold_us, quiet_us, reply_buffer
+
+
+def list_conversations(status=None, id_prefix=None, after=None, limit=20):
+    """Conversations newest first, with their message count and last arrival.
+
+    `after`: the (created_at, id) of the last row of the previous page. Returns (rows, the
+    (created_at, id) to pass as `after` for the next page or None on the last page); each row
+    is a dict of the ConversationSummarySchema fields.
+    """
+    counts = (
+        select(
+            Message.conversation_id,
+            func.count().label("message_count"),
+            func.max(Message.received_at).label("last_message_at"),
+        )
+        .group_by(Message.conversation_id)
+        .subquery()
+    )
+    query = select(Conversation, counts.c.message_count, counts.c.last_message_at).outerjoin(
+        counts, counts.c.conversation_id == Conversation.id
+    )
+    if status:
+        query = query.where(Conversation.status == status)
+    if id_prefix:
+        # Compared without dashes: SQLite stores a UUID as 32 hex digits, PostgreSQL shows 36.
+        prefix = id_prefix.lower().replace("%", "").replace("_", "").replace("-", "")
+        as_text = func.lower(func.cast(Conversation.id, db.String))
+        query = query.where(func.replace(as_text, "-", "").like(f"{prefix}%"))
+    if after is not None:
+        created, ident = after
+        query = query.where(
+            or_(
+                Conversation.created_at < created,
+                and_(Conversation.created_at == created, Conversation.id < ident),
+            )
+        )
+    rows = db.session.execute(
+        query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).limit(limit + 1)
+    ).all()
+    items = [
+        {
+            "id": c.id,
+            "status": c.status,
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "message_count": count or 0,
+            "last_message_at": last,
+        }
+        for c, count, last in rows[:limit]
+    ]
+    last = rows[limit - 1][0] if len(rows) > limit else None
+    return items, (last.created_at, last.id) if last is not None else None
+
+
+def get_conversation(conversation_id):
+    """A conversation with its messages in the order they were recorded, or None."""
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    messages = db.session.execute(
+        select(Message)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.received_at, Message.id)
+    ).scalars()
+    return {
+        "id": conversation.id,
+        "status": conversation.status,
+        "created_at": conversation.created_at,
+        "updated_at": conversation.updated_at,
+        "messages": list(messages),
+    }
+
+
+def _held_row(held, hold):
+    return {
+        "id": held.id,
+        "conversation_id": held.conversation_id,
+        "content": held.content,
+        "received_at": held.received_at,
+        "expires_at": to_datetime(to_us(held.received_at) + hold),
+        "status": held.status,
+        "expired_at": held.expired_at,
+    }
+
+
+def list_held(status=None, conversation_id=None, limit=100):
+    """Held and expired messages, newest first, as dicts of the HeldMessageSchema fields."""
+    query = select(HeldMessage)
+    if status:
+        query = query.where(HeldMessage.status == status)
+    if conversation_id:
+        query = query.where(HeldMessage.conversation_id == conversation_id)
+    rows = db.session.execute(
+        query.order_by(HeldMessage.received_at.desc(), HeldMessage.id).limit(limit)
+    ).scalars()
+    hold = hold_us()
+    return [_held_row(h, hold) for h in rows]
+
+
+def conversation_activity(conversation_id):
+    """The group waiting for its reply (from the buffer, less what the database says is
+    answered) and the messages held for this id, as a dict of the ActivitySchema fields."""
+    pending = reply_buffer().pending(conversation_id)
+    answered = set()
+    if pending:
+        answered = set(
+            db.session.execute(
+                select(Message.id).where(
+                    Message.id.in_([uuid.UUID(m) for m, _ in pending]),
+                    Message.reply_id.is_not(None),
+                )
+            ).scalars()
+        )
+    waiting = [(m, at) for m, at in pending if uuid.UUID(m) not in answered]
+    group = None
+    if waiting:
+        newest = max(at for _, at in waiting)
+        group = {
+            "message_ids": [m for m, _ in waiting],
+            "last_arrival_at": to_datetime(newest),
+            "reply_due_at": to_datetime(newest + quiet_us()),
+        }
+    return {
+        "conversation_id": conversation_id,
+        "group": group,
+        "held": list_held(conversation_id=conversation_id),
+    }
+
+
+def _check(probe):
+    try:
+        return probe()
+    except Exception as exc:  # any failure of a dependency means not ready
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def _database():
+    db.session.execute(text("SELECT 1"))
+    return True, "reachable"
+
+
+def _redis():
+    redis_client.client.ping()
+    return True, "reachable"
+
+
+def _workers():
+    workers = Worker.all(queue=get_queue())
+    return bool(workers), f"{len(workers)} worker(s) registered"
+
+
+def _scheduler():
+    name = redis_client.client.get(SCHEDULER_HEARTBEAT_KEY)
+    return name is not None, "heartbeat seen" if name else "no scheduler heartbeat"
+
+
+def readiness():
+    """Whether webhooks can be taken and answered: {check: {"ok": bool, "detail": str}} for
+    database, redis and, when Redis answers, workers and scheduler."""
+    probes = {"database": _database, "redis": _redis}
+    checks = {}
+    for name, probe in probes.items():
+        ok, detail = _check(probe)
+        checks[name] = {"ok": ok, "detail": detail}
+    if checks["redis"]["ok"]:
+        for name, probe in (("workers", _workers), ("scheduler", _scheduler)):
+            ok, detail = _check(probe)
+            checks[name] = {"ok": ok, "detail": detail}
+    db.session.rollback()
+    return checks
+
+
+def gauges():
+    """Point-in-time values for /metrics: {name: (help text, value)}."""
+    held = dict(
+        db.session.execute(
+            select(HeldMessage.status, func.count()).group_by(HeldMessage.status)
+        ).all()
+    )
+    open_groups = db.session.execute(
+        select(func.count(func.distinct(Message.conversation_id))).where(
+            Message.type == INBOUND, Message.reply_id.is_(None)
+        )
+    ).scalar_one()
+    db.session.rollback()
+    return {
+        "held_messages_waiting": (
+            "Messages held for a conversation not created yet",
+            held.get(HELD, 0),
+        ),
+        "held_messages_expired": ("Held messages dropped (kept as records)", held.get(EXPIRED, 0)),
+        "open_groups": ("Conversations with inbound messages waiting for their reply", open_groups),
+        "queue_depth": ("Jobs waiting in the RQ queue", get_queue().count),
+        "scheduled_jobs": ("Jobs waiting in rq-scheduler", get_scheduler().count()),
+    }
