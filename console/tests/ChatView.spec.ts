@@ -142,6 +142,25 @@ describe('ChatView', () => {
     expect(held[0].text()).toContain('expires in 3.0 s')
   })
 
+  it('shares one clock between open chats and leaves no timer behind', async () => {
+    const { conversation, activity } = conversationWithGroup()
+    mockFetch({
+      'GET /conversations/c1/activity': () => jsonResponse(200, activity),
+      'GET /conversations/c1/': () => jsonResponse(200, conversation),
+    })
+    const a = mount(ChatView, { props: { conversationId: 'c1' } })
+    const b = mount(ChatView, { props: { conversationId: 'c1' } })
+    await flushPromises()
+    expect(vi.getTimerCount()).toBe(3) // one shared interval + each chat's follow-up reload
+    a.unmount()
+    expect(vi.getTimerCount()).toBe(2)
+    vi.advanceTimersByTime(1000)
+    await flushPromises()
+    expect(b.find('[data-testid="pending-countdown"]').text()).toContain('Reply in 3.0 s')
+    b.unmount()
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
   it('shows "Service unreachable" when the API is down', async () => {
     mockFetch({})
     const w = mount(ChatView, { props: { conversationId: 'c1' } })

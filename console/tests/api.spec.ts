@@ -109,3 +109,33 @@ describe('webhook events', () => {
     expect(res.ok).toBe(false)
   })
 })
+
+describe('cancellation', () => {
+  it('lets an abort through instead of reporting the service as unreachable', async () => {
+    const f = mockFetch({
+      'GET /conversations/': (_url, init) =>
+        new Promise((_resolve, reject) =>
+          init!.signal!.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))),
+        ),
+    })
+    const ctrl = new AbortController()
+    const pending = getConversation('c1', ctrl.signal)
+    expect(f.mock.calls[0][1].signal).toBe(ctrl.signal)
+    ctrl.abort()
+    const err = await pending.catch((e) => e)
+    expect(err).not.toBeInstanceOf(ApiError)
+    expect(err.name).toBe('AbortError')
+  })
+
+  it('passes the signal of every read', async () => {
+    const f = mockFetch({
+      'GET /conversations/': () => jsonResponse(200, { items: [], next_cursor: null }),
+      'GET /held/': () => jsonResponse(200, { items: [] }),
+    })
+    const { signal } = new AbortController()
+    await listConversations({}, signal)
+    await getActivity('c1', signal)
+    await listHeld('HELD', signal)
+    expect(f.mock.calls.map(([, init]) => init.signal)).toEqual([signal, signal, signal])
+  })
+})

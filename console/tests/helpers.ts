@@ -1,3 +1,5 @@
+import { mount } from '@vue/test-utils'
+import { defineComponent } from 'vue'
 import { vi, type Mock } from 'vitest'
 
 export interface FakeResponse {
@@ -54,4 +56,26 @@ export function useFakeClock(iso = '2026-01-01T12:00:00.000Z'): void {
 
 export function isoOffset(ms: number): string {
   return new Date(Date.now() + ms).toISOString()
+}
+
+/** Runs a composable inside a mounted component (inject/provide and unmount work as in the app). */
+export function mountComposable<T>(setup: () => T, provide: Record<symbol, unknown> = {}) {
+  let result!: T
+  const wrapper = mount(
+    defineComponent({
+      setup() {
+        result = setup()
+        return () => null
+      },
+    }),
+    { global: { provide } },
+  )
+  return { result, wrapper }
+}
+
+/** A response the test releases by hand, to order answers of concurrent requests. */
+export function deferred<T = FakeResponse>() {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((r) => (resolve = r))
+  return { promise, resolve }
 }

@@ -65,7 +65,9 @@ async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
       ...init,
       headers: { Accept: 'application/json', ...(init.headers ?? {}) },
     })
-  } catch {
+  } catch (e) {
+    // A request we cancelled ourselves is not an outage: callers drop it instead of showing an error.
+    if (init.signal?.aborted) throw e
     throw new ApiError(0, null, 'Service unreachable', 'network_error')
   }
   const body = await readBody(res)

@@ -1,3 +1,5 @@
+import type { Activity } from './types'
+
 /** Milliseconds left until `dueIso` (never negative; 0 for an unparsable date). */
 export function remainingMs(dueIso: string | null | undefined, nowMs: number): number {
   if (!dueIso) return 0
@@ -23,4 +25,18 @@ export function formatSeconds(ms: number): string {
 /** Label of the reply countdown: "Reply in 3.4 s" or "Reply due". */
 export function countdownLabel(ms: number): string {
   return ms > 0 ? `Reply in ${formatSeconds(ms)}` : 'Reply due'
+}
+
+/**
+ * Milliseconds until the chat view should reload by itself: shortly after the open group's reply is
+ * due, or a held message's hold ends, whichever comes first (so the view settles even without the
+ * live stream). Null when nothing is pending. Capped so a far-off or skewed deadline is re-checked.
+ */
+export function followUpDelayMs(activity: Activity | null | undefined, nowMs: number, capMs = 60_000): number | null {
+  if (!activity) return null
+  const deadlines: number[] = []
+  if (activity.group) deadlines.push(Date.parse(activity.group.reply_due_at) + 1500)
+  for (const h of activity.held) if (h.status === 'HELD') deadlines.push(Date.parse(h.expires_at) + 1000)
+  const next = deadlines.filter((d) => !Number.isNaN(d) && d > nowMs).sort((x, y) => x - y)[0]
+  return next === undefined ? null : Math.min(next - nowMs, capMs)
 }
