@@ -1,6 +1,7 @@
 import { mount } from '@vue/test-utils'
 import { defineComponent } from 'vue'
 import { vi, type Mock } from 'vitest'
+import type { ConversationSummary } from '../src/lib/types'
 
 export interface FakeResponse {
   ok: boolean
@@ -78,4 +79,10 @@ export function deferred<T = FakeResponse>() {
   let resolve!: (value: T) => void
   const promise = new Promise<T>((r) => (resolve = r))
   return { promise, resolve }
+}
+
+/** A list row created `second` seconds after 2026-01-01T00:00:00Z (so rows sort by it). */
+export function summary(id: string, second: number): ConversationSummary {
+  const at = new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString()
+  return { id, status: 'OPEN', created_at: at, updated_at: at, message_count: 0, last_message_at: null }
 }

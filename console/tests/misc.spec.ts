@@ -3,18 +3,9 @@ import { createBus } from '../src/lib/bus'
 import { debounce } from '../src/lib/debounce'
 import { appendPage, mergeFirstPage } from '../src/lib/list'
 import { conversationHash, parseHash } from '../src/lib/router'
-import type { ConversationSummary } from '../src/lib/types'
 import { randomId } from '../src/lib/uuid'
-import { useFakeClock } from './helpers'
+import { summary, useFakeClock } from './helpers'
 
-const conv = (id: string, created: number): ConversationSummary => ({
-  id,
-  status: 'OPEN',
-  created_at: new Date(Date.UTC(2026, 0, 1, 0, 0, created)).toISOString(),
-  updated_at: new Date(Date.UTC(2026, 0, 1, 0, 0, created)).toISOString(),
-  message_count: 0,
-  last_message_at: null,
-})
 
 describe('router', () => {
   it('parses deep links', () => {
@@ -31,15 +22,15 @@ describe('router', () => {
 
 describe('list paging', () => {
   it('replaces everything when only one page is loaded', () => {
-    expect(mergeFirstPage([conv('a', 1)], [conv('b', 2)], 1).map((c) => c.id)).toEqual(['b'])
+    expect(mergeFirstPage([summary('a', 1)], [summary('b', 2)], 1).map((c) => c.id)).toEqual(['b'])
   })
   it('keeps older loaded pages after a live refresh of page one', () => {
-    const existing = [conv('d', 4), conv('c', 3), conv('b', 2), conv('a', 1)]
-    const fresh = [conv('e', 5), conv('d', 4)]
+    const existing = [summary('d', 4), summary('c', 3), summary('b', 2), summary('a', 1)]
+    const fresh = [summary('e', 5), summary('d', 4)]
     expect(mergeFirstPage(existing, fresh, 2).map((c) => c.id)).toEqual(['e', 'd', 'c', 'b', 'a'])
   })
   it('appends pages without duplicates', () => {
-    expect(appendPage([conv('b', 2), conv('a', 1)], [conv('a', 1), conv('z', 0)]).map((c) => c.id)).toEqual([
+    expect(appendPage([summary('b', 2), summary('a', 1)], [summary('a', 1), summary('z', 0)]).map((c) => c.id)).toEqual([
       'b',
       'a',
       'z',

@@ -3,20 +3,12 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { ref } from 'vue'
 import { useConversationList, type ConversationFilters } from '../src/composables/useConversationList'
 import { BUS_KEY, createBus, type Bus } from '../src/lib/bus'
-import { deferred, jsonResponse, mockFetch, mountComposable, useFakeClock } from './helpers'
+import { deferred, jsonResponse, mockFetch, mountComposable, summary, useFakeClock } from './helpers'
 
 beforeEach(() => useFakeClock())
 afterEach(() => vi.useRealTimers())
 
-const conv = (id: string, second: number) => ({
-  id,
-  status: 'OPEN',
-  created_at: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
-  updated_at: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
-  message_count: 1,
-  last_message_at: null,
-})
-const page = (items: ReturnType<typeof conv>[], next_cursor: string | null = null) => ({ items, next_cursor })
+const page = (items: ReturnType<typeof summary>[], next_cursor: string | null = null) => ({ items, next_cursor })
 
 /** Fetch stub that holds every answer until the test releases it. */
 function heldFetch() {
@@ -51,9 +43,9 @@ describe('useConversationList', () => {
       ['/conversations/?limit=2', true],
       ['/conversations/?status=OPEN&limit=2', false],
     ])
-    calls[1].release(page([conv('open', 2)]))
+    calls[1].release(page([summary('open', 2)]))
     await flushPromises()
-    calls[0].release(page([conv('any', 1)], 'CUR'))
+    calls[0].release(page([summary('any', 1)], 'CUR'))
     await flushPromises()
     expect(ids(list.items.value)).toEqual(['open'])
     expect(list.nextCursor.value).toBeNull()
@@ -63,7 +55,7 @@ describe('useConversationList', () => {
   it('aborts a "load more" of the old filter', async () => {
     const calls = heldFetch()
     const list = setup()
-    calls[0].release(page([conv('b', 2), conv('a', 1)], 'CUR'))
+    calls[0].release(page([summary('b', 2), summary('a', 1)], 'CUR'))
     await flushPromises()
     void list.loadMore()
     expect(list.loadingMore.value).toBe(true)
@@ -73,8 +65,8 @@ describe('useConversationList', () => {
     expect(calls[1].signal.aborted).toBe(true)
     expect(list.loadingMore.value).toBe(false)
 
-    calls[2].release(page([conv('x1', 3)]))
-    calls[1].release(page([conv('old', 0)]))
+    calls[2].release(page([summary('x1', 3)]))
+    calls[1].release(page([summary('old', 0)]))
     await flushPromises()
     expect(ids(list.items.value)).toEqual(['x1'])
   })
@@ -83,15 +75,15 @@ describe('useConversationList', () => {
     const f = mockFetch({
       'GET /conversations/': (url) =>
         url.includes('cursor=')
-          ? jsonResponse(200, page([conv('b', 2), conv('a', 1)]))
-          : jsonResponse(200, page([conv('d', 4), conv('c', 3)], 'CUR')),
+          ? jsonResponse(200, page([summary('b', 2), summary('a', 1)]))
+          : jsonResponse(200, page([summary('d', 4), summary('c', 3)], 'CUR')),
     })
     const list = setup()
     await flushPromises()
     await list.loadMore()
     expect(ids(list.items.value)).toEqual(['d', 'c', 'b', 'a'])
 
-    f.mockImplementation(async () => jsonResponse(200, page([conv('e', 5), conv('d', 4)], 'CUR2')) as unknown as Response)
+    f.mockImplementation(async () => jsonResponse(200, page([summary('e', 5), summary('d', 4)], 'CUR2')) as unknown as Response)
     list.bus.emit({ name: 'conversation.created', data: { conversation_id: 'e' } })
     vi.advanceTimersByTime(400)
     await flushPromises()
@@ -103,10 +95,10 @@ describe('useConversationList', () => {
   it('starts over when a live refresh supersedes a filter reload', async () => {
     const calls = heldFetch()
     const list = setup()
-    calls[0].release(page([conv('d', 4), conv('c', 3)], 'CUR'))
+    calls[0].release(page([summary('d', 4), summary('c', 3)], 'CUR'))
     await flushPromises()
     void list.loadMore()
-    calls[1].release(page([conv('b', 2)]))
+    calls[1].release(page([summary('b', 2)]))
     await flushPromises()
     expect(ids(list.items.value)).toEqual(['d', 'c', 'b'])
 
@@ -116,7 +108,7 @@ describe('useConversationList', () => {
     vi.advanceTimersByTime(400)
     await flushPromises()
     expect(calls[2].signal.aborted).toBe(true)
-    calls[3].release(page([conv('closed', 1)], 'NEXT'))
+    calls[3].release(page([summary('closed', 1)], 'NEXT'))
     await flushPromises()
     expect(ids(list.items.value)).toEqual(['closed'])
     expect(list.nextCursor.value).toBe('NEXT')
