@@ -20,12 +20,16 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 # Metrics of all worker processes are merged from files in one directory (prometheus_client
 # multiprocess mode). It must be set before the app, and so prometheus_client, is imported.
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if not _metrics_dir:
-    _metrics_dir = tempfile.mkdtemp(prefix="conversations-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-for _name in os.listdir(_metrics_dir):
-    os.remove(os.path.join(_metrics_dir, _name))
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="conversations-metrics-")
+
+
+def on_starting(server):
+    # Once per master start, not on a reload (SIGHUP reads this file again): the files of
+    # live workers hold the counts since start, and a reload must not reset them.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(directory):
+        os.remove(os.path.join(directory, name))
 
 
 def child_exit(server, worker):
@@ -35,8 +39,10 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    # The app is loaded: keep its long-lived objects out of the collector's full passes,
-    # which otherwise pause every thread of the worker for about 100 ms (docs/benchmarks.md).
+    from service.infra.database import bound_waits_of_serving_process
     from service.runtime import freeze_startup_objects
 
+    bound_waits_of_serving_process(worker.app.wsgi())
+    # The app is loaded: keep its long-lived objects out of the collector's full passes,
+    # which otherwise pause every thread of the worker for about 100 ms (docs/benchmarks.md).
     freeze_startup_objects()

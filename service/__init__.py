@@ -59,6 +59,7 @@ def create_app(overrides=None):
     from service.extensions import db, migrate, redis_client
     from service.infra import database, models  # noqa: F401 (models: the schema's tables)
 
+    database.configure_engines(app)
     db.init_app(app)
     database.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))

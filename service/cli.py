@@ -1,60 +1,47 @@
 """Flask CLI commands: the worker, the scheduler, and operator tools.
 
 An action's command has the name of its job and use case (`flask reconcile_groups`,
-`flask expire_held`, `flask prune_held`). May import: `service.jobs`, `service.pipeline` and
-below. Never `service.api`.
+`flask expire_held`, `flask prune_held`). May import: `service.pipeline` and below.
+Never `service.api`.
 """
 
 import json
 import logging
-from datetime import UTC, datetime
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from service import jobs
 from service.domain.clock import seconds_us
 from service.domain.rules import EXPIRED, HELD
-from service.infra.queueing import get_scheduler, get_worker
+from service.infra.database import bound_waits_of_serving_process
+from service.infra.queueing import get_scheduler, run_worker
 from service.pipeline import holds, replies
 from service.pipeline.queries import list_held
 from service.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
-PERIODIC = {
-    "expire_held": (jobs.expire_held, 1),
-    "reconcile_groups": (jobs.reconcile_groups, None),
-}
 
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Run the jobs already queued, then exit.")
 @click.option("--name", default=None, help="Worker name (default: generated).")
 def worker_command(burst, name):
-    """Run an RQ worker for flush_group and the periodic jobs (warm shutdown on SIGTERM)."""
-    worker = get_worker(name)
+    """Run an RQ worker for flush_group and the periodic jobs (warm shutdown on SIGTERM);
+    it waits out Redis outages."""
     # rq logs every job at INFO; our own flush_group lines say what matters.
     level = "DEBUG" if current_app.config["LOG_LEVEL"] == "DEBUG" else "WARNING"
+    bound_waits_of_serving_process(current_app)
     freeze_startup_objects()
-    worker.work(burst=burst, with_scheduler=False, logging_level=level)
-
-
-def register_periodic(scheduler):
-    """(Re)register the periodic jobs under fixed ids, so several schedulers keep one copy."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    for job_id, (func, interval) in PERIODIC.items():
-        interval = interval or current_app.config["RECONCILE_INTERVAL"]
-        scheduler.cancel(job_id)
-        scheduler.schedule(now, func, interval=interval, repeat=None, id=job_id, result_ttl=60)
+    run_worker(name, burst=burst, logging_level=level)
 
 
 @click.command("scheduler")
 @click.option("--burst", is_flag=True, help="Move due jobs to the queue once, then exit.")
 def scheduler_command(burst):
-    """Run rq-scheduler: moves due flush_group jobs to the queue and runs the periodic ones."""
+    """Run rq-scheduler: moves due flush_group jobs to the queue and keeps the periodic ones
+    (expire_held, reconcile_groups) scheduled; it waits out Redis outages."""
     scheduler = get_scheduler()
-    register_periodic(scheduler)
     freeze_startup_objects()
     scheduler.run(burst=burst)
 

@@ -59,8 +59,8 @@ def load_config(instance_path, env=None):
         "QUIET_SECONDS": _number(env, "QUIET_SECONDS", 5.0),
         "HOLD_SECONDS": _number(env, "HOLD_SECONDS", 6.0),
         "SCHEDULER_INTERVAL": _number(env, "SCHEDULER_INTERVAL", 0.1),
-        "RECONCILE_INTERVAL": _number(env, "RECONCILE_INTERVAL", 5, int),
-        "RECONCILE_GRACE_SECONDS": _number(env, "RECONCILE_GRACE_SECONDS", 3.0),
+        "RECONCILE_INTERVAL": _number(env, "RECONCILE_INTERVAL", 2, int),
+        "RECONCILE_GRACE_SECONDS": _number(env, "RECONCILE_GRACE_SECONDS", 2.0),
         "RETRY_AFTER_SECONDS": _number(env, "RETRY_AFTER_SECONDS", 5, int),
         "WEBHOOK_SECRETS": secrets,
         "STREAM_SLOTS": _number(env, "STREAM_SLOTS", 4, int),
@@ -74,6 +74,10 @@ def load_config(instance_path, env=None):
             "max_overflow": _number(env, "DB_MAX_OVERFLOW", 10, int),
             "pool_recycle": 1800,
         },
+        # A PostgreSQL call of a web or RQ worker with no answer for this long fails (503).
+        "DB_READ_TIMEOUT_SECONDS": _number(env, "DB_READ_TIMEOUT_SECONDS", 4.0),
+        # A pooled connection unused for longer is pinged before use (service.infra.database).
+        "DB_PING_IDLE_SECONDS": _number(env, "DB_PING_IDLE_SECONDS", 1.0),
         # Server-side prepared statements on the message hot path. Turn off behind a pooler
         # that does not keep a server connection per client (PgBouncer in transaction mode).
         "DB_PREPARED_STATEMENTS": _flag(env, "DB_PREPARED_STATEMENTS", True),

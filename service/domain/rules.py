@@ -79,6 +79,30 @@ def flush_due_us(newest_arrival_us, quiet_us):
     return newest_arrival_us + quiet_us
 
 
+def split_groups(arrivals, quiet_us):
+    """Split (message_id, arrival_us) pairs, oldest first, into groups at every gap of
+    `quiet_us` or more: the contract's groups (../shared/SPEC.md, "Grouping"), a function of the
+    recorded arrival times alone. Returns a list of lists of pairs."""
+    groups = []
+    last = None
+    for pair in arrivals:
+        if last is None or pair[1] - last >= quiet_us:
+            groups.append([])
+        groups[-1].append(pair)
+        last = pair[1]
+    return groups
+
+
+def closed_groups(arrivals, now_us, quiet_us, final=False):
+    """The groups of `arrivals` (see split_groups) that may be answered at `now_us`: every
+    group followed by a gap, and the last one once `quiet_us` has passed since its newest
+    arrival, or at once when `final` (a close answers the open group)."""
+    groups = split_groups(arrivals, quiet_us)
+    if groups and not final and now_us < groups[-1][-1][1] + quiet_us:
+        groups.pop()
+    return groups
+
+
 def within_hold(received_us, now_us, hold_us):
     """A held message may still join its conversation."""
     return now_us - received_us <= hold_us

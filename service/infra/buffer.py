@@ -8,8 +8,8 @@ path: the database stays the record of which messages were answered, and `reconc
 rebuilds the buffer from it.
 
 Scores are arrival times in integer microseconds (see `service.domain.clock`). The `armed`
-key holds the schedule entry of the flush pending for the conversation, so there is one per
-open group, not one per message; a flush that finds its group still active re-arms for the
+key holds the due time of the flush pending for the conversation, so there is one per open
+group, not one per message; a flush that finds its group still active re-arms for the
 group's new end.
 """
 
@@ -17,21 +17,32 @@ from dataclasses import dataclass
 
 # Both keys expire KEY_TTL after their last use, so a worker that dies between answering a
 # group and clearing its buffer leaves nothing behind for long (the database still knows).
+# The `armed` key holds the due time (microseconds) of the conversation's pending flush.
 
-# KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, job_id, score1, member1, score2, ...
-# Publishes `notice` on `channel` when given (saves the caller a round trip). Arms the flush
-# with `job_id` unless one is pending already.
-# Returns {armed (1 when job_id is now the pending flush), newest_score}.
+# KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, now, quiet, grace, score1, member1, ...
+# Publishes `notice` on `channel` when given (saves the caller a round trip). Arms a flush
+# for newest + quiet unless one is pending; a pending flush more than `grace` past its due
+# time is taken as lost (its worker died, its transaction failed) and armed again, so a
+# failed flush never leaves a busy conversation waiting for reconciliation.
+# Returns {armed (1 when the caller must schedule the flush), newest_score}.
 ADD = """
 local ttl = table.remove(ARGV, 1)
 local channel = table.remove(ARGV, 1)
 local notice = table.remove(ARGV, 1)
-local job = table.remove(ARGV, 1)
+local now = tonumber(table.remove(ARGV, 1))
+local quiet = tonumber(table.remove(ARGV, 1))
+local grace = tonumber(table.remove(ARGV, 1))
 if notice ~= '' then redis.call('PUBLISH', channel, notice) end
 redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
-local armed = redis.call('SET', KEYS[2], job, 'NX', 'PX', ttl) and 1 or 0
-return {armed, redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]}
+local newest = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+local due = tonumber(redis.call('GET', KEYS[2]))
+local armed = 0
+if due == nil or due + grace < now then
+  redis.call('SET', KEYS[2], string.format('%.0f', newest + quiet), 'PX', ttl)
+  armed = 1
+end
+return {armed, string.format('%.0f', newest)}
 """
 
 # KEYS: buffer, armed. ARGV: member. Undoes an ADD whose database write failed.
@@ -41,11 +52,12 @@ if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
-# KEYS: buffer, armed. ARGV: ttl_ms, now, quiet, next_job_id.
+# KEYS: buffer, armed. ARGV: ttl_ms, now, quiet.
 # The oldest group ends at the first gap of `quiet` or more between arrivals; when no gap is
 # found, it ends with the newest message and is complete only once `quiet` has passed since.
 # So a flush that runs late never merges two groups, and one that runs early re-arms.
-# Returns {'empty'}, {'wait', due} (the flush stays armed) or {'ready', newest of the group}.
+# Returns {'empty'}, {'wait', due} (the flush is armed for `due`) or {'ready', newest of the
+# group}.
 DECIDE = """
 local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 if #rows == 0 then
@@ -60,15 +72,15 @@ for i = 4, #rows, 2 do
   last = score
 end
 if tonumber(ARGV[2]) < last + quiet then
-  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[1])
+  redis.call('SET', KEYS[2], string.format('%.0f', last + quiet), 'PX', ARGV[1])
   return {'wait', string.format('%.0f', last + quiet)}
 end
 return {'ready', string.format('%.0f', last)}
 """
 
-# KEYS: buffer, armed. ARGV: ttl_ms, newest score of the answered group, next_job_id.
-# Drops the answered group; returns the newest remaining score (the flush stays armed for
-# the next group), or nil when none is left.
+# KEYS: buffer, armed. ARGV: ttl_ms, newest answered score, now.
+# Drops the answered groups; returns the newest remaining score (a flush is armed for now,
+# which the caller schedules), or nil when none is left.
 ACK = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
@@ -90,9 +102,8 @@ def keys(conversation_id):
 
 @dataclass(frozen=True)
 class Added:
-    must_schedule: bool  # the caller's job id armed the flush: schedule it
+    must_schedule: bool  # this add armed the flush: the caller schedules it
     newest_us: int
-    job: str  # the job id the caller passed
 
 
 @dataclass(frozen=True)
@@ -102,51 +113,56 @@ class Decision:
 
 
 class ReplyBuffer:
-    """Grouping state of open conversations, over a Redis client."""
+    """Grouping state of open conversations, over a Redis client.
 
-    def __init__(self, client, key_ttl_ms=60_000):
+    `quiet_us` is the debounce window; a pending flush more than `grace_us` past its due time
+    counts as lost; keys expire `key_ttl_ms` after their last use.
+    """
+
+    def __init__(self, client, quiet_us, grace_us, key_ttl_ms=60_000):
         self.client = client
+        self.quiet_us = int(quiet_us)
+        self.grace_us = int(grace_us)
         self.key_ttl_ms = int(key_ttl_ms)
         self._add = client.register_script(ADD)
         self._withdraw = client.register_script(WITHDRAW)
         self._decide = client.register_script(DECIDE)
         self._ack = client.register_script(ACK)
 
-    def add(self, conversation_id, arrivals, job_id, notice=None):
-        """Add (message_id, arrival_us) pairs; arm the flush with `job_id` if none is pending.
+    def add(self, conversation_id, arrivals, now_us, notice=None):
+        """Add (message_id, arrival_us) pairs; arm a flush unless one is pending on time.
 
         `notice`, a (channel, text) pair, is published in the same round trip.
         """
         if not arrivals:
             raise ValueError("nothing to add")
         channel, text = notice or ("", "")
-        argv = [self.key_ttl_ms, channel, text, job_id]
+        argv = [self.key_ttl_ms, channel, text, int(now_us), self.quiet_us, self.grace_us]
         for message_id, arrival_us in arrivals:
             argv += [int(arrival_us), str(message_id)]
         armed, newest = self._add(keys=keys(conversation_id), args=argv)
-        return Added(bool(armed), int(float(newest)), job_id)
+        return Added(bool(armed), int(newest))
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""
         self._withdraw(keys=keys(conversation_id), args=[str(message_id)])
 
-    def decide(self, conversation_id, now_us, quiet_us, next_job_id):
-        """Whether the conversation's group is quiet enough to answer now.
+    def decide(self, conversation_id, now_us):
+        """Whether the conversation's oldest buffered group is quiet enough to answer now.
 
-        When it is not, the flush stays armed with `next_job_id`, which the caller schedules.
+        When it is not, a flush is armed for its due time, which the caller schedules.
         """
-        args = [self.key_ttl_ms, int(now_us), int(quiet_us), next_job_id]
+        args = [self.key_ttl_ms, int(now_us), self.quiet_us]
         result = self._decide(keys=keys(conversation_id), args=args)
         action = result[0].decode()
-        at = int(float(result[1])) if len(result) > 1 else None
+        at = int(result[1]) if len(result) > 1 else None
         return Decision(action, at)
 
-    def ack(self, conversation_id, newest_us, next_job_id):
-        """Forget an answered group; return the newest arrival still buffered, if any.
-
-        When messages remain, the flush stays armed with `next_job_id`.
+    def ack(self, conversation_id, newest_us, now_us):
+        """Forget arrivals up to `newest_us` (answered); return the newest arrival still
+        buffered, if any, in which case a flush is armed for `now_us` (the caller schedules it).
         """
-        args = [self.key_ttl_ms, int(newest_us), next_job_id]
+        args = [self.key_ttl_ms, int(newest_us), int(now_us)]
         newest = self._ack(keys=keys(conversation_id), args=args)
         return None if newest is None else int(float(newest))
 

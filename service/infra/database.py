@@ -12,12 +12,14 @@ The differences the pipeline would otherwise see:
 - WAL and a busy timeout, so the web and worker processes can share the SQLite file.
 """
 
+import select
+import time
 from contextlib import contextmanager
 
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidatePoolError
 
 from flask import current_app
 
@@ -31,9 +33,54 @@ from service.infra.statements import (
     STORE_MESSAGE,
 )
 
+# libpq waits forever on a stalled network path unless told otherwise: bound the connect, and
+# let TCP keepalives find a peer that went away while a connection sat idle or waited.
+POSTGRESQL_CONNECT_ARGS = {
+    "connect_timeout": 3,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+}
+
+
+def configure_engines(app):
+    """Before `db.init_app`: connection settings of the database the app's URL names."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith(POSTGRESQL):
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+        options["connect_args"] = {**POSTGRESQL_CONNECT_ARGS, **options.get("connect_args", {})}
+
+
+def check_idle_connections(engine, idle_seconds):
+    """Ping a pooled connection at checkout when it sat unused for more than `idle_seconds`.
+
+    After a database restart every pooled connection is dead, and the first request on each
+    would fail. Pinging every checkout (SQLAlchemy's pool_pre_ping) costs a round trip per
+    request; pinging only idle ones costs nothing while the service is busy, and a restart
+    takes longer than the idle time. A dead connection is replaced before use, and the whole
+    pool with it (`InvalidatePoolError`).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def stamp(dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection, record, proxy):
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise InvalidatePoolError() from exc
+            raise
+
 
 def init_app(app):
-    """On PostgreSQL, create the hot path's engine, whose connections run in autocommit mode.
+    """On PostgreSQL, check idle connections before use, and create the hot path's engine,
+    whose connections run in autocommit mode.
 
     The message hot path sends its own BEGIN together with its one statement, then COMMIT:
     two round trips instead of psycopg2's BEGIN, statement, COMMIT. Its own pool, because
@@ -54,6 +101,9 @@ def init_app(app):
         )
         event.listen(engine, "reset", _end_open_transaction)
         event.listen(main, "engine_disposed", lambda _: engine.dispose())
+        idle = app.config["DB_PING_IDLE_SECONDS"]
+        check_idle_connections(main, idle)
+        check_idle_connections(engine, idle)
         app.extensions["autocommit_engine"] = engine
 
 
@@ -163,3 +213,46 @@ def insert_or_reject(statement, rejection):
     except IntegrityError:
         db.session.rollback()
         raise rejection from None
+
+
+def bound_waits_of_serving_process(app):
+    """`bound_waits` with DB_READ_TIMEOUT_SECONDS, when the app's database is PostgreSQL."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith(POSTGRESQL):
+        bound_waits(app.config["DB_READ_TIMEOUT_SECONDS"])
+
+
+def bound_waits(seconds):
+    """Fail a PostgreSQL call that gets no answer within `seconds`, in this process.
+
+    libpq has no read timeout: through a stalled network path (a proxy or a link that stops
+    forwarding without closing) a query waits forever, and TCP keepalives do not help while
+    the path itself answers. A psycopg2 wait callback waits for each answer with a deadline
+    instead; on expiry the connection is closed and the call raises OperationalError
+    ("could not receive data from server"), which SQLAlchemy takes as a disconnect (the pool
+    is replaced) and the API as a 503. Installed by the serving processes only (gunicorn
+    workers, RQ workers), never by migrations, whose statements may take longer.
+    """
+    import psycopg2
+    from psycopg2 import extensions
+
+    def wait(connection):
+        deadline = time.monotonic() + seconds
+        while True:
+            state = connection.poll()
+            if state == extensions.POLL_OK:
+                return
+            left = deadline - time.monotonic()
+            fileno = connection.fileno()
+            if state == extensions.POLL_READ:
+                ready = left > 0 and select.select([fileno], [], [], left)[0]
+            elif state == extensions.POLL_WRITE:
+                ready = left > 0 and select.select([], [fileno], [], left)[1]
+            else:
+                raise psycopg2.OperationalError(f"unexpected poll state {state}")
+            if not ready:
+                connection.close()
+                raise psycopg2.OperationalError(
+                    f"could not receive data from server: no answer within {seconds} s"
+                )
+
+    extensions.set_wait_callback(wait if seconds else None)

@@ -1,10 +1,15 @@
-"""RQ plumbing: JSON-serialised jobs, the queue, and an rq-scheduler with exact due times."""
+"""RQ plumbing: JSON-serialised jobs, the queue, a worker and an rq-scheduler that ride out
+Redis outages, and exact due times for flushes."""
 
+import logging
+import signal
+import time
 import uuid
 from datetime import UTC, datetime
 
-from rq import Queue, SimpleWorker
-from rq.exceptions import NoSuchJobError
+import redis
+from rq import Queue, SimpleWorker, worker_registration
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
@@ -21,8 +26,35 @@ FAILURE_TTL = 7 * 24 * 3600
 FLUSH_PREFIX = "flush_group-"
 FLUSH_JOB = "service.jobs.flush_group"
 FLUSH_BATCH = 100
-WORKER_TTL = 60
+# A worker heartbeats at least every WORKER_TTL - 15 s (its BLPOP timeout), and one that died
+# drops out of /readyz WORKER_TTL + 60 s after its last heartbeat.
+WORKER_TTL = 20
 SCHEDULER_HEARTBEAT_KEY = "conversations:scheduler:heartbeat"
+# The scheduler lock is held only while due jobs move to the queue (milliseconds); one left by
+# a killed scheduler blocks the others for at most this long.
+SCHEDULER_LOCK_MS = 1000
+# Redis failures a worker or scheduler waits out instead of exiting.
+REDIS_OUTAGES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Growing pauses between reconnection attempts: 0.5 s doubling up to 5 s."""
+
+    def __init__(self, first=0.5, most=5.0):
+        self.first = self.delay = first
+        self.most = most
+
+    def wait(self):
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+    def reset(self):
+        self.delay = self.first
 
 
 class JsonJob(Job):
@@ -40,22 +72,126 @@ class JsonQueue(Queue):
         super().__init__(*args, **kwargs)
 
 
+class JsonWorker(SimpleWorker):
+    """A non-forking worker (jobs are short, and a fork per job would cost more than them)
+    that registers again when Redis lost its registration (a flush, a restart)."""
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None and not self.connection.sismember(
+            worker_registration.REDIS_WORKER_KEYS, self.key
+        ):
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, self.worker_ttl + 60)
+                pipe.execute()
+            log.warning("worker_registered_again", extra={"worker": self.name})
+
+
 class PreciseScheduler(Scheduler):
-    """rq-scheduler with sub-second due times for flushes, moved to the queue in batches.
+    """rq-scheduler with sub-second due times for flushes, moved to the queue in batches,
+    periodic jobs that come back when Redis lost them, and a run loop that outlives Redis.
 
     The stock scheduler stores due times rounded down to the second, so a job may run up to
     a second early, and a reply would wait for a second round trip. Flush entries keep the
     exact due time and the poll compares against the exact clock. Periodic jobs
-    (`expire_held`, `reconcile_groups`) go through the stock path.
+    (`expire_held`, `reconcile_groups`, in `periodic`: {job id: (dotted path, interval in
+    seconds)}) go through the stock path, with records that never expire.
     """
 
     job_class = JsonJob
     queue_class = JsonQueue
 
+    def __init__(self, *args, periodic=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.periodic = periodic or {}
+
     def heartbeat(self):
         super().heartbeat()
         ttl = int(self._interval) + 10
         self.connection.set(SCHEDULER_HEARTBEAT_KEY, self.name, ex=ttl)
+
+    def acquire_lock(self):
+        self._lock_acquired = bool(
+            self.connection.set(self.scheduler_lock_key, self.name, px=SCHEDULER_LOCK_MS, nx=True)
+        )
+        return self._lock_acquired
+
+    def register_birth(self):
+        """Register under this scheduler's name, replacing a record a lost connection left."""
+        with self.connection.pipeline() as pipe:
+            pipe.delete(self.key)
+            pipe.hset(self.key, "birth", time.time())
+            pipe.expire(self.key, int(self._interval) + 10)
+            pipe.execute()
+
+    def _install_signal_handlers(self):
+        # Stop at once, without Redis calls that could fail (or hang) during an outage; the
+        # run loop's cleanup does what it can.
+        def stop(signum, frame):
+            raise SystemExit()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+
+    def ensure_periodic(self, force=False):
+        """(Re)schedule each periodic job whose schedule entry or record is missing (each one
+        when `force`: a new interval in the configuration takes effect at start)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in self.periodic:
+                pipe.zscore(self.scheduled_jobs_key, job_id)
+                pipe.exists(self.job_class.key_for(job_id))
+            found = pipe.execute()
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for index, (job_id, (func, interval)) in enumerate(self.periodic.items()):
+            if not force and found[2 * index] is not None and found[2 * index + 1]:
+                continue
+            self.cancel(job_id)
+            self.schedule(now, func, interval=interval, repeat=None, id=job_id, result_ttl=-1)
+            log.info("periodic_job_scheduled", extra={"job": job_id, "interval_s": interval})
+
+    def run(self, burst=False):
+        """Move due jobs to the queue every `interval` seconds until SIGTERM or SIGINT.
+
+        A Redis outage of any length is waited out with growing pauses; once Redis answers
+        again the scheduler registers again and restores the periodic jobs, so a flushed or
+        restarted Redis needs no manual step.
+        """
+        self._install_signal_handlers()
+        backoff = Backoff()
+        registered = False
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    if not registered:
+                        self.register_birth()
+                        self.ensure_periodic(force=True)
+                        registered = True
+                    self.heartbeat()
+                    if self.acquire_lock():
+                        try:
+                            self.ensure_periodic()
+                            self.enqueue_jobs()
+                        finally:
+                            self.remove_lock()
+                        if burst:
+                            return
+                    backoff.reset()
+                except REDIS_OUTAGES as exc:
+                    log.warning("scheduler_redis_unavailable", extra={"reason": str(exc)})
+                    self._lock_acquired = False
+                    registered = False
+                    backoff.wait()
+                    continue
+                time.sleep(max(0.0, self._interval - (time.monotonic() - started)))
+        finally:
+            try:
+                self.remove_lock()
+                self.register_death()
+            except REDIS_OUTAGES:
+                pass
 
     def add_flush(self, entry, when):
         """Schedule a conversation's flush: just an entry in the schedule, no job record."""
@@ -95,6 +231,17 @@ def get_queue():
     return JsonQueue(current_app.config["RQ_QUEUE"], connection=redis_client.client)
 
 
+def periodic_jobs():
+    """The periodic jobs: {job id: (dotted path, interval in seconds)}."""
+    return {
+        "expire_held": ("service.jobs.expire_held", 1),
+        "reconcile_groups": (
+            "service.jobs.reconcile_groups",
+            current_app.config["RECONCILE_INTERVAL"],
+        ),
+    }
+
+
 def get_scheduler():
     """The app's scheduler handle (also what the scheduler process runs)."""
     ext = current_app.extensions
@@ -103,21 +250,73 @@ def get_scheduler():
             queue=get_queue(),
             connection=redis_client.client,
             interval=current_app.config["SCHEDULER_INTERVAL"],
+            periodic=periodic_jobs(),
         )
     return ext["scheduler"]
 
 
 def get_worker(name=None):
-    """A non-forking worker: jobs are short, and a fork per job would cost more than them."""
-    return SimpleWorker(
-        [get_queue()],
-        connection=redis_client.client,
+    """A worker on a Redis connection of its own.
+
+    RQ sets its connection's read timeout to its BLPOP wait plus 10 s; on its own connection
+    that leaves the 5 s timeout of the jobs' Redis calls (the app's client) as it is.
+    """
+    ext = current_app.extensions
+    if "worker_redis" not in ext:
+        ext["worker_redis"] = redis.Redis.from_url(
+            current_app.config["REDIS_URL"], protocol=2, socket_connect_timeout=2
+        )
+    connection = ext["worker_redis"]
+    return JsonWorker(
+        [JsonQueue(current_app.config["RQ_QUEUE"], connection=connection)],
+        connection=connection,
         serializer=JSONSerializer,
         job_class=JsonJob,
         name=name,
-        # A worker that died drops out of /readyz within about two minutes.
         worker_ttl=WORKER_TTL,
     )
+
+
+def run_worker(name=None, burst=False, logging_level="WARNING"):
+    """Work until a stop is requested (SIGTERM/SIGINT: warm shutdown) or, with `burst`, the
+    queue is empty.
+
+    RQ's work loop quits on a Redis timeout or an unexpected error; this starts a new worker
+    after a growing pause instead, so a Redis outage of any length is waited out.
+    """
+    backoff = Backoff()
+    while True:
+        worker = get_worker(name)
+        started = time.monotonic()
+        try:
+            worker.work(burst=burst, with_scheduler=False, logging_level=logging_level)
+        except REDIS_OUTAGES as exc:
+            log.warning("worker_redis_unavailable", extra={"reason": str(exc)})
+        if burst or worker._shutdown_requested_date is not None:
+            return
+        log.warning("worker_restarting", extra={"worker": worker.name})
+        if time.monotonic() - started > 60:  # it had been working: a new outage
+            backoff.reset()
+        try:
+            backoff.wait()
+        except (StopRequested, *REDIS_OUTAGES):  # SIGTERM: RQ's handler raises in the pause
+            pass
+        if worker._shutdown_requested_date is not None:
+            return
+        if name is not None:
+            try:  # a record its lost connection could not mark dead would block the name
+                worker.connection.delete(worker.key)
+            except REDIS_OUTAGES:
+                pass
+
+
+def registered_workers():
+    """How many workers are registered for the app's queue.
+
+    Reads the registry directly: `Worker.all()` would raise the read timeout of the
+    connection it is given to a worker's (RQ sets it to its BLPOP wait).
+    """
+    return len(worker_registration.get_keys(queue=get_queue()))
 
 
 def _at(due_us):
@@ -144,9 +343,9 @@ def flush_now(conversation_ids, queue=None):
         queue.enqueue(FLUSH_JOB, batch, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
 
 
-def schedule_flush(conversation_id, due_us, entry):
+def schedule_flush(conversation_id, due_us):
     """Flush the conversation's group at `due_us`, or at once when that has passed."""
     if due_us <= clock.now_us():
         flush_now([str(conversation_id)])
     else:
-        get_scheduler().add_flush(entry, _at(due_us))
+        get_scheduler().add_flush(flush_entry(conversation_id), _at(due_us))

@@ -13,8 +13,6 @@ and plans it once per connection instead of once per call, which on the message 
 about a third of the database's CPU. docs/benchmarks.md has the figures.
 """
 
-from datetime import UTC, datetime
-
 from sqlalchemy import Boolean, String, Text, Uuid, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
@@ -156,11 +154,11 @@ LOCK_CONVERSATION = Statement(
 )
 SELECT_UNANSWERED = (
     text(
-        f"SELECT id FROM messages WHERE conversation_id = :conversation_id AND type = '{INBOUND}'"
-        " AND reply_id IS NULL AND received_at <= :upto ORDER BY received_at, id"
+        f"SELECT id, received_at FROM messages WHERE conversation_id = :conversation_id"
+        f" AND type = '{INBOUND}' AND reply_id IS NULL ORDER BY received_at, id"
     )
-    .bindparams(bindparam("conversation_id", type_=Uuid), bindparam("upto", type_=UTCDateTime))
-    .columns(id=Uuid)
+    .bindparams(bindparam("conversation_id", type_=Uuid))
+    .columns(id=Uuid, received_at=UTCDateTime)
 )
 LINK_REPLY = text("UPDATE messages SET reply_id = :reply WHERE id IN :ids").bindparams(
     bindparam("reply", type_=Uuid), bindparam("ids", expanding=True, type_=Uuid)
@@ -168,5 +166,3 @@ LINK_REPLY = text("UPDATE messages SET reply_id = :reply WHERE id IN :ids").bind
 TOUCH_CONVERSATION = text(
     "UPDATE conversations SET updated_at = :at WHERE id = :conversation_id"
 ).bindparams(bindparam("at", type_=UTCDateTime), bindparam("conversation_id", type_=Uuid))
-# Far enough ahead that "every unanswered message" needs no second statement.
-END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)

@@ -6,6 +6,7 @@ import redis.exceptions
 
 from flask import current_app
 
+from service.domain import clock
 from service.domain.clock import seconds_us
 from service.domain.rules import flush_due_us
 from service.extensions import redis_client
@@ -25,23 +26,31 @@ def hold_us():
     return seconds_us(current_app.config["HOLD_SECONDS"])
 
 
+def grace_us():
+    """How long past its due time a flush may still be on its way (RECONCILE_GRACE_SECONDS),
+    in microseconds: later, reconcile_groups and the next message take it as lost."""
+    return seconds_us(current_app.config["RECONCILE_GRACE_SECONDS"])
+
+
 def reply_buffer():
     """The app's reply buffer; its keys outlive the debounce window by 60 s."""
     ext = current_app.extensions
     if "reply_buffer" not in ext:
         ttl_ms = (current_app.config["QUIET_SECONDS"] + 60) * 1000
-        ext["reply_buffer"] = ReplyBuffer(redis_client.client, key_ttl_ms=ttl_ms)
+        ext["reply_buffer"] = ReplyBuffer(
+            redis_client.client, quiet_us(), grace_us(), key_ttl_ms=ttl_ms
+        )
     return ext["reply_buffer"]
 
 
-def add_to_group(conversation_id, arrivals, notice=None):
-    """Buffer (message_id, arrival_us) pairs, arming a flush with a fresh entry if none is
-    pending; `notice` is published in the same round trip. Returns a buffer.Added.
+def add_to_group(conversation_id, arrivals, now_us=None, notice=None):
+    """Buffer (message_id, arrival_us) pairs, arming a flush if none is pending on time;
+    `notice` is published in the same round trip. Returns a buffer.Added.
 
     Raises redis.exceptions.RedisError when the buffer cannot be written.
     """
-    entry = queueing.flush_entry(conversation_id)
-    return reply_buffer().add(conversation_id, arrivals, entry, notice=notice)
+    now_us = clock.now_us() if now_us is None else now_us
+    return reply_buffer().add(conversation_id, arrivals, now_us, notice=notice)
 
 
 def arm(conversation_id, added):
@@ -52,19 +61,17 @@ def arm(conversation_id, added):
     one Redis decision per extension in a worker instead of a round trip per message here.
     """
     if added.must_schedule:
-        schedule_flush(conversation_id, flush_due_us(added.newest_us, quiet_us()), added.job)
+        schedule_flush(conversation_id, flush_due_us(added.newest_us, quiet_us()))
 
 
-def schedule_flush(conversation_id, due_us, entry=None):
+def schedule_flush(conversation_id, due_us):
     """Arrange for the conversation's group to be looked at when it may be quiet.
 
     Called after the commit: if Redis fails now, the message is already safe in the
     database and `reconcile_groups` will arm its group, so the caller is not failed.
     """
     try:
-        queueing.schedule_flush(
-            conversation_id, due_us, entry or queueing.flush_entry(conversation_id)
-        )
+        queueing.schedule_flush(conversation_id, due_us)
     except redis.exceptions.RedisError as exc:
         log.error(
             "flush_group_schedule_failed",

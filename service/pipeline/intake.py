@@ -81,7 +81,7 @@ def _accept(transaction, row, message_id, conversation_id, kind, now):
         reply_due_at=to_datetime(due),
     )
     # A Redis failure here leaves the row uncommitted: it is rolled back (503).
-    added = groups.add_to_group(conversation_id, [(message_id, now)], notice=announce)
+    added = groups.add_to_group(conversation_id, [(message_id, now)], now, notice=announce)
     try:
         transaction.commit()
     except BaseException:

@@ -14,7 +14,7 @@ from service.infra.models import Conversation
 from service.infra.notices import publish
 from service.pipeline.groups import reply_buffer
 from service.pipeline.holds import after_joined, buffer_joined, join_held
-from service.pipeline.replies import announce_reply, answer_group, lock_conversation, reply_fields
+from service.pipeline.replies import announce_reply, answer_groups, lock_conversation, reply_fields
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ def create_conversation(conversation_id):
 
 
 def close_conversation(conversation_id):
-    """Answer the open group now, then close the conversation.
+    """Answer every unanswered group now (the open one included), then close the conversation.
 
     Returns the Conversation. Raises Rejected (conversation_not_found, conversation_closed),
     or the database's error (503) with nothing changed.
     """
     now = clock.now_us()
     check_can_close(lock_conversation(conversation_id))
-    answered = answer_group(conversation_id, now)
+    answers = answer_groups(conversation_id, now, final=True)
     db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
@@ -62,9 +62,10 @@ def close_conversation(conversation_id):
     except Exception as exc:  # the buffer expires on its own; the database is closed
         log.warning("buffer_discard_failed", extra={"reason": str(exc)})
     extra = {"conversation_id": str(conversation_id)}
-    if answered:
-        announce_reply(conversation_id, answered, "close", now)
-        extra.update(reply_fields(answered))
+    for answer in answers:
+        announce_reply(conversation_id, answer, "close", now)
+    if answers:
+        extra["replies"] = [reply_fields(answer) for answer in answers]
     log.info("close_conversation", extra=extra)
     publish(
         redis_client.client,

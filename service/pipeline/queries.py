@@ -6,14 +6,18 @@ Reads take no locks and write nothing; each ends its transaction before returnin
 
 import uuid
 
-from rq import Worker
 from sqlalchemy import and_, func, or_, select, text
 
 from service.domain.clock import to_datetime, to_us
 from service.domain.rules import EXPIRED, HELD, INBOUND
 from service.extensions import db, redis_client
 from service.infra.models import Conversation, HeldMessage, Message
-from service.infra.queueing import SCHEDULER_HEARTBEAT_KEY, get_queue, get_scheduler
+from service.infra.queueing import (
+    SCHEDULER_HEARTBEAT_KEY,
+    get_queue,
+    get_scheduler,
+    registered_workers,
+)
 from service.pipeline.groups import hold_us, quiet_us, reply_buffer
 
 
@@ -162,8 +166,8 @@ def _redis():
 
 
 def _workers():
-    workers = Worker.all(queue=get_queue())
-    return bool(workers), f"{len(workers)} worker(s) registered"
+    count = registered_workers()
+    return count > 0, f"{count} worker(s) registered"
 
 
 def _scheduler():

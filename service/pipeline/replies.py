@@ -7,6 +7,7 @@ messages not answered yet, with an id derived from the group's first message.
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
@@ -14,14 +15,21 @@ from flask import current_app
 
 from service.domain import clock
 from service.domain.clock import seconds_us, to_datetime, to_us
-from service.domain.rules import INBOUND, OPEN, OUTBOUND, flush_due_us, reply_content, reply_id
+from service.domain.rules import (
+    INBOUND,
+    OPEN,
+    OUTBOUND,
+    closed_groups,
+    flush_due_us,
+    reply_content,
+    reply_id,
+)
 from service.extensions import db, redis_client
 from service.infra import metrics, queueing
 from service.infra.database import commit_or_rollback
 from service.infra.models import Conversation, Message
 from service.infra.notices import notice
 from service.infra.statements import (
-    END_OF_TIME,
     LINK_REPLY,
     LOCK_CONVERSATION,
     SELECT_UNANSWERED,
@@ -44,53 +52,65 @@ def lock_conversation(conversation_id):
     ).scalar_one_or_none()
 
 
-def answer_group(conversation_id, now, upto_us=None):
-    """Write the one reply for the unanswered inbound messages (up to an arrival time, in
-    microseconds), not committed. Returns (reply_id, message_ids), or None when nothing was
-    waiting.
+@dataclass(frozen=True)
+class Answer:
+    """A reply written for one group: its id, the group's message ids, its newest arrival."""
 
-    Called with the conversation row locked, so two flushes of one group answer it once.
+    reply_id: uuid.UUID
+    message_ids: list
+    newest_us: int
+
+
+def answer_groups(conversation_id, now, final=False):
+    """Write one reply per closed group of the unanswered inbound messages, oldest first, not
+    committed. Returns the Answers, in group order (empty when nothing was due).
+
+    The groups are cut from the recorded arrival times alone (domain.rules.closed_groups), so
+    they are the same whatever the Redis buffer lost. `final` answers the open group too (a
+    close). Called with the conversation row locked, so two flushes answer a group once.
     """
-    upto = END_OF_TIME if upto_us is None else to_datetime(upto_us)
-    ids = (
-        db.session.execute(SELECT_UNANSWERED, {"conversation_id": conversation_id, "upto": upto})
-        .scalars()
-        .all()
-    )
-    if not ids:
-        return None
-    reply = reply_id(ids[0])
-    moment = to_datetime(now)
-    STORE_REPLY.execute(
-        db.session.connection(),
-        id=reply,
-        conversation_id=conversation_id,
-        type=OUTBOUND,
-        content=reply_content(ids),
-        timestamp=moment,
-        received_at=moment,
-        generated=True,
-    )
-    db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
-    db.session.execute(TOUCH_CONVERSATION, {"at": moment, "conversation_id": conversation_id})
-    return reply, ids
+    rows = db.session.execute(SELECT_UNANSWERED, {"conversation_id": conversation_id}).all()
+    arrivals = [(message_id, to_us(received_at)) for message_id, received_at in rows]
+    answers = []
+    for offset, group in enumerate(closed_groups(arrivals, now, quiet_us(), final)):
+        ids = [message_id for message_id, _ in group]
+        reply = reply_id(ids[0])
+        # Replies written together are a microsecond apart, so they read in group order.
+        moment = to_datetime(now + offset)
+        STORE_REPLY.execute(
+            db.session.connection(),
+            id=reply,
+            conversation_id=conversation_id,
+            type=OUTBOUND,
+            content=reply_content(ids),
+            timestamp=moment,
+            received_at=moment,
+            generated=True,
+        )
+        db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
+        answers.append(Answer(reply, ids, group[-1][1]))
+    if answers:
+        moment = to_datetime(now + len(answers) - 1)
+        db.session.execute(TOUCH_CONVERSATION, {"at": moment, "conversation_id": conversation_id})
+    return answers
 
 
-def reply_fields(answered):
-    """The log fields of a reply written by `answer_group`."""
-    reply, ids = answered
-    return {"reply_id": str(reply), "message_ids": [str(i) for i in ids]}
+def reply_fields(answer):
+    """The log fields of a reply written by `answer_groups`."""
+    return {
+        "reply_id": str(answer.reply_id),
+        "message_ids": [str(i) for i in answer.message_ids],
+    }
 
 
-def announce_reply(conversation_id, answered, trigger, now, lateness=None, counts=()):
+def announce_reply(conversation_id, answer, trigger, now, lateness=None, counts=()):
     """After the commit: count the reply (and `counts`), observe its lateness (seconds) and
     tell the consoles, in one Redis round trip; never fails the caller."""
-    reply, ids = answered
     live = notice(
         "reply.created",
         conversation_id=conversation_id,
-        message_id=reply,
-        message_ids=list(ids),
+        message_id=answer.reply_id,
+        message_ids=list(answer.message_ids),
         at=to_datetime(now),
     )
     metrics.record(
@@ -99,58 +119,60 @@ def announce_reply(conversation_id, answered, trigger, now, lateness=None, count
 
 
 def flush_group(conversation_id):
-    """Answer the conversation's group if it has been quiet for the debounce window, else
-    re-arm its flush for the group's new end.
+    """Answer the conversation's closed groups if the oldest buffered one has been quiet for
+    the debounce window, else re-arm its flush for the group's new end.
 
     `conversation_id`: UUID or its text (jobs carry JSON). Returns "answered", "nothing"
-    (the group was answered already, or the conversation is closed), "wait" or "empty".
-    Raises the database's or Redis's error; the group is then answered by a later flush or
-    by reconcile_groups.
+    (answered already, or the conversation is closed), "wait" or "empty". Raises the
+    database's or Redis's error; the group is then answered by the next message's flush or by
+    reconcile_groups.
     """
     conversation_id = uuid.UUID(str(conversation_id))
-    now = clock.now_us()
     buffer = reply_buffer()
-    next_entry = queueing.flush_entry(conversation_id)
-    decision = buffer.decide(conversation_id, now, quiet_us(), next_entry)
+    decision = buffer.decide(conversation_id, clock.now_us())
     counted = f"flush_group_{decision.action}"
     if decision.action != "ready":
         metrics.count(redis_client.client, counted)
     if decision.action == "empty":
         return "empty"
     if decision.action == "wait":
-        schedule_flush(conversation_id, decision.at_us, next_entry)
+        schedule_flush(conversation_id, decision.at_us)
         return "wait"
     status = lock_conversation(conversation_id)
-    answered = (
-        answer_group(conversation_id, now, upto_us=decision.at_us) if status == OPEN else None
-    )
+    # Read after the lock: every message stamped before it is committed by now, so the
+    # groups below are complete.
+    now = clock.now_us()
+    answers = answer_groups(conversation_id, now) if status == OPEN else []
     commit_or_rollback()
-    remaining = buffer.ack(conversation_id, decision.at_us, next_entry)
-    if answered:
-        lateness = (now - flush_due_us(decision.at_us, quiet_us())) / 1_000_000
+    newest = max([decision.at_us, *(answer.newest_us for answer in answers)])
+    remaining = buffer.ack(conversation_id, newest, now)
+    for index, answer in enumerate(answers):
+        lateness = (now - flush_due_us(answer.newest_us, quiet_us())) / 1_000_000
         log.info(
             "flush_group",
             extra={
                 "conversation_id": str(conversation_id),
                 "outcome": "answered",
-                **reply_fields(answered),
+                **reply_fields(answer),
                 "lateness_s": round(lateness, 4),
             },
         )
-        announce_reply(conversation_id, answered, "quiet", now, lateness, [counted])
-    else:
+        counts = [] if index else [counted]
+        announce_reply(conversation_id, answer, "quiet", now, lateness, counts)
+    if not answers:
         metrics.count(redis_client.client, counted)
     if remaining is not None:
         # Messages came in while this group was being answered: look again at once, and
         # the decision will wait for their own quiet window.
-        schedule_flush(conversation_id, now, next_entry)
-    return "answered" if answered else "nothing"
+        schedule_flush(conversation_id, now)
+    return "answered" if answers else "nothing"
 
 
 def reconcile_groups():
-    """Re-arm groups the database says are unanswered past their due time.
+    """Re-arm conversations whose oldest unanswered group is overdue by the grace period.
 
-    Covers Redis losing its data, a worker killed mid-flush and a lost scheduled job.
+    Covers Redis losing its data, a worker killed mid-flush, a flush failed by a database
+    outage and a lost scheduled job, including in conversations that keep receiving messages.
     Returns the conversation ids (UUIDs) re-armed, at most RECONCILE_BATCH.
     """
     now = clock.now_us()
@@ -160,34 +182,41 @@ def reconcile_groups():
     # Two simple queries, not one nested one: with stale statistics (a young table) the
     # planner ran the nested form as a loop over every unanswered message, for minutes.
     # Only open conversations count against the batch, so closed ones cannot starve it.
-    overdue = (
+    candidates = (
         db.session.execute(
             select(Message.conversation_id)
             .join(Conversation, Conversation.id == Message.conversation_id)
             .where(Conversation.status == OPEN, *unanswered)
             .group_by(Message.conversation_id)
-            .having(func.max(Message.received_at) < cutoff)
-            .order_by(func.max(Message.received_at))
+            .having(func.min(Message.received_at) < cutoff)
+            .order_by(func.min(Message.received_at))
             .limit(RECONCILE_BATCH)
         )
         .scalars()
         .all()
     )
     rows = []
-    if overdue:
+    if candidates:
         rows = db.session.execute(
             select(Message.conversation_id, Message.id, Message.received_at)
-            .where(Message.conversation_id.in_(overdue), *unanswered)
+            .where(Message.conversation_id.in_(candidates), *unanswered)
             .order_by(Message.conversation_id, Message.received_at, Message.id)
         ).all()
     db.session.rollback()
     arrivals = {}
     for conversation_id, message_id, received_at in rows:
         arrivals.setdefault(conversation_id, []).append((message_id, to_us(received_at)))
+    # Overdue: its oldest closed group is due for longer than the grace period. The oldest
+    # messages of a group that is still growing do not make a conversation overdue.
+    overdue = {}
     for conversation_id, pairs in arrivals.items():
-        add_to_group(conversation_id, pairs)
+        groups = closed_groups(pairs, now, quiet_us())
+        if groups and groups[0][-1][1] + quiet_us() + grace <= now:
+            overdue[conversation_id] = pairs
+    for conversation_id, pairs in overdue.items():
+        add_to_group(conversation_id, pairs, now)
         metrics.count(redis_client.client, "reconcile_groups")
         log.warning("reconcile_groups", extra={"conversation_id": str(conversation_id)})
     # Whatever was armed may have died with a worker: look now, with fresh jobs, in batches.
-    queueing.flush_now([str(c) for c in arrivals])
-    return list(arrivals)
+    queueing.flush_now([str(c) for c in overdue])
+    return list(overdue)

@@ -193,7 +193,7 @@ def test_flush_failing_before_commit_is_recovered_by_reconcile(
         raise RuntimeError("worker died")
 
     with monkeypatch.context() as patch, pytest.raises(RuntimeError):
-        patch.setattr(reply_pipeline, "answer_group", crash)
+        patch.setattr(reply_pipeline, "answer_groups", crash)
         reply_pipeline.flush_group(conversation_id)
     assert replies(client, conversation_id) == []
 

@@ -87,3 +87,31 @@ def test_within_hold(elapsed, held):
 
 def test_within_hold_when_the_conversation_came_first():
     assert rules.within_hold(10 * SECOND, 9 * SECOND, HOLD) is True
+
+
+def arrivals(*seconds):
+    return [(f"m{i}", round(s * SECOND)) for i, s in enumerate(seconds)]
+
+
+@pytest.mark.parametrize(
+    "seconds, groups",
+    [
+        ((), []),
+        ((0,), [[0]]),
+        ((0, 2, 4, 8.9), [[0, 2, 4, 8.9]]),
+        ((0, 6.5), [[0], [6.5]]),
+        ((0, 5), [[0], [5]]),  # a gap of exactly the window closes the group
+        ((0, 4.999999, 10, 11, 20), [[0, 4.999999], [10, 11], [20]]),
+    ],
+)
+def test_groups_split_at_every_gap_of_the_window(seconds, groups):
+    found = rules.split_groups(arrivals(*seconds), QUIET)
+    assert [[at / SECOND for _, at in group] for group in found] == groups
+
+
+def test_the_last_group_closes_once_quiet_or_final():
+    pairs = arrivals(0, 6.5)
+    assert len(rules.closed_groups(pairs, 11.4 * SECOND, QUIET)) == 1
+    assert len(rules.closed_groups(pairs, 11.5 * SECOND, QUIET)) == 2
+    assert len(rules.closed_groups(pairs, 7 * SECOND, QUIET, final=True)) == 2
+    assert rules.closed_groups([], 7 * SECOND, QUIET) == []
