@@ -75,7 +75,7 @@ def load_config(instance_path, env=None):
             "pool_recycle": 1800,
         },
         # A PostgreSQL call of a web or RQ worker with no answer for this long fails (503).
-        "DB_READ_TIMEOUT_SECONDS": _number(env, "DB_READ_TIMEOUT_SECONDS", 4.0),
+        "DB_READ_TIMEOUT_SECONDS": _number(env, "DB_READ_TIMEOUT_SECONDS", 2.0),
         # A pooled connection unused for longer is pinged before use (service.infra.database).
         "DB_PING_IDLE_SECONDS": _number(env, "DB_PING_IDLE_SECONDS", 1.0),
         # Server-side prepared statements on the message hot path. Turn off behind a pooler

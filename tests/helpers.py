@@ -35,6 +35,13 @@ def post(client, event, status=None):
     return response
 
 
+def send(client, conversation_id, message_id=None):
+    """POST a NEW_MESSAGE that must be accepted; return its id."""
+    message_id = message_id or new_id()
+    post(client, new_message(message_id, conversation_id), 202)
+    return message_id
+
+
 def open_conversation(client):
     conversation_id = new_id()
     post(client, new_conversation(conversation_id), 201)

@@ -12,7 +12,9 @@ The differences the pipeline would otherwise see:
 - WAL and a busy timeout, so the web and worker processes can share the SQLite file.
 """
 
+import os
 import select
+import socket
 import time
 from contextlib import contextmanager
 
@@ -36,7 +38,7 @@ from service.infra.statements import (
 # libpq waits forever on a stalled network path unless told otherwise: bound the connect, and
 # let TCP keepalives find a peer that went away while a connection sat idle or waited.
 POSTGRESQL_CONNECT_ARGS = {
-    "connect_timeout": 3,
+    "connect_timeout": 2,
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 3,
@@ -215,6 +217,23 @@ def insert_or_reject(statement, rejection):
         raise rejection from None
 
 
+def _sever(fileno):
+    """Shut the connection's socket down in both directions.
+
+    Closing the libpq connection is not possible in the middle of a query, and leaving it
+    open is worse: once the path moves again, the server runs what was sent (a BEGIN and a
+    locking statement) and then waits for a client that gave up, holding its locks. After a
+    shutdown the server sees the end of the stream right after the statement and rolls back.
+    """
+    sock = socket.socket(fileno=os.dup(fileno))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def bound_waits_of_serving_process(app):
     """`bound_waits` with DB_READ_TIMEOUT_SECONDS, when the app's database is PostgreSQL."""
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith(POSTGRESQL):
@@ -250,7 +269,7 @@ def bound_waits(seconds):
             else:
                 raise psycopg2.OperationalError(f"unexpected poll state {state}")
             if not ready:
-                connection.close()
+                _sever(fileno)
                 raise psycopg2.OperationalError(
                     f"could not receive data from server: no answer within {seconds} s"
                 )

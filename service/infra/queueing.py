@@ -12,12 +12,13 @@ from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import utcparse
 from rq_scheduler import Scheduler
 
 from flask import current_app
 
 from service.domain import clock
-from service.extensions import redis_client
+from service.extensions import connect_redis, redis_client
 
 # Results are not read back: the database is the record. Failures are kept for a week.
 RESULT_TTL = 0
@@ -33,6 +34,15 @@ SCHEDULER_HEARTBEAT_KEY = "conversations:scheduler:heartbeat"
 # The scheduler lock is held only while due jobs move to the queue (milliseconds); one left by
 # a killed scheduler blocks the others for at most this long.
 SCHEDULER_LOCK_MS = 1000
+# KEYS: lock. ARGV: holder, ttl_ms. Takes the lock, or caps the time left on a lock held by
+# someone else to ttl_ms: a lock set for longer (the stock rq-scheduler's 10 s, or none) was
+# not set by a scheduler of this service and must not hold replies up for that long.
+ACQUIRE_LOCK = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+local left = redis.call('PTTL', KEYS[1])
+if left == -1 or left > tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 # Redis failures a worker or scheduler waits out instead of exiting.
 REDIS_OUTAGES = (
     redis.exceptions.ConnectionError,
@@ -43,9 +53,13 @@ log = logging.getLogger(__name__)
 
 
 class Backoff:
-    """Growing pauses between reconnection attempts: 0.5 s doubling up to 5 s."""
+    """Growing pauses between reconnection attempts: 0.25 s doubling up to 1 s.
 
-    def __init__(self, first=0.5, most=5.0):
+    Short, because replies wait for the reconnection: once Redis is back, every group due
+    meanwhile is answered within about a second, and an attempt a second costs Redis nothing.
+    """
+
+    def __init__(self, first=0.25, most=1.0):
         self.first = self.delay = first
         self.most = most
 
@@ -75,6 +89,9 @@ class JsonQueue(Queue):
 class JsonWorker(SimpleWorker):
     """A non-forking worker (jobs are short, and a fork per job would cost more than them)
     that registers again when Redis lost its registration (a flush, a restart)."""
+
+    # RQ's own reconnection pauses while dequeuing grow to 60 s, and replies wait for them.
+    max_connection_wait_time = 1.0
 
     def heartbeat(self, timeout=None, pipeline=None):
         super().heartbeat(timeout, pipeline)
@@ -106,6 +123,7 @@ class PreciseScheduler(Scheduler):
     def __init__(self, *args, periodic=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.periodic = periodic or {}
+        self._acquire = None
 
     def heartbeat(self):
         super().heartbeat()
@@ -113,9 +131,10 @@ class PreciseScheduler(Scheduler):
         self.connection.set(SCHEDULER_HEARTBEAT_KEY, self.name, ex=ttl)
 
     def acquire_lock(self):
-        self._lock_acquired = bool(
-            self.connection.set(self.scheduler_lock_key, self.name, px=SCHEDULER_LOCK_MS, nx=True)
-        )
+        if self._acquire is None:
+            self._acquire = self.connection.register_script(ACQUIRE_LOCK)
+        taken = self._acquire(keys=[self.scheduler_lock_key], args=[self.name, SCHEDULER_LOCK_MS])
+        self._lock_acquired = bool(taken)
         return self._lock_acquired
 
     def register_birth(self):
@@ -263,9 +282,7 @@ def get_worker(name=None):
     """
     ext = current_app.extensions
     if "worker_redis" not in ext:
-        ext["worker_redis"] = redis.Redis.from_url(
-            current_app.config["REDIS_URL"], protocol=2, socket_connect_timeout=2
-        )
+        ext["worker_redis"] = connect_redis(current_app.config["REDIS_URL"])
     connection = ext["worker_redis"]
     return JsonWorker(
         [JsonQueue(current_app.config["RQ_QUEUE"], connection=connection)],
@@ -310,13 +327,28 @@ def run_worker(name=None, burst=False, logging_level="WARNING"):
                 pass
 
 
-def registered_workers():
-    """How many workers are registered for the app's queue.
+def live_workers():
+    """How many workers of the app's queue sent a heartbeat within the last WORKER_TTL s.
 
-    Reads the registry directly: `Worker.all()` would raise the read timeout of the
-    connection it is given to a worker's (RQ sets it to its BLPOP wait).
+    A worker heartbeats at least every WORKER_TTL - 15 s, so one that stopped (killed, or
+    cut off from Redis) drops out of this count within WORKER_TTL s; its registration stays
+    for a minute longer. Reads the registry directly: `Worker.all()` would raise the read
+    timeout of the connection it is given to a worker's (RQ sets it to its BLPOP wait).
     """
-    return len(worker_registration.get_keys(queue=get_queue()))
+    client = redis_client.client
+    keys = worker_registration.get_keys(queue=get_queue())
+    if not keys:
+        return 0
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hget(key, "last_heartbeat")
+        beats = pipe.execute()
+    now = datetime.now(UTC)
+    return sum(
+        1
+        for beat in beats
+        if beat and (now - utcparse(beat.decode())).total_seconds() <= WORKER_TTL
+    )
 
 
 def _at(due_us):

@@ -26,10 +26,11 @@ def hold_us():
     return seconds_us(current_app.config["HOLD_SECONDS"])
 
 
-def grace_us():
-    """How long past its due time a flush may still be on its way (RECONCILE_GRACE_SECONDS),
-    in microseconds: later, reconcile_groups and the next message take it as lost."""
-    return seconds_us(current_app.config["RECONCILE_GRACE_SECONDS"])
+# How long past its due time a pending flush may still be on its way before the next message
+# of its conversation takes it as lost and arms another. Short, because a group extended
+# after a lost flush is answered only by that new flush; a flush that was only late finds
+# the group extended, re-arms, and the spare one finds nothing to do.
+LOST_FLUSH_US = 1_000_000
 
 
 def reply_buffer():
@@ -38,7 +39,7 @@ def reply_buffer():
     if "reply_buffer" not in ext:
         ttl_ms = (current_app.config["QUIET_SECONDS"] + 60) * 1000
         ext["reply_buffer"] = ReplyBuffer(
-            redis_client.client, quiet_us(), grace_us(), key_ttl_ms=ttl_ms
+            redis_client.client, quiet_us(), LOST_FLUSH_US, key_ttl_ms=ttl_ms
         )
     return ext["reply_buffer"]
 

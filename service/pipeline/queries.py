@@ -16,7 +16,7 @@ from service.infra.queueing import (
     SCHEDULER_HEARTBEAT_KEY,
     get_queue,
     get_scheduler,
-    registered_workers,
+    live_workers,
 )
 from service.pipeline.groups import hold_us, quiet_us, reply_buffer
 
@@ -166,8 +166,8 @@ def _redis():
 
 
 def _workers():
-    count = registered_workers()
-    return count > 0, f"{count} worker(s) registered"
+    count = live_workers()
+    return count > 0, f"{count} worker(s) alive"
 
 
 def _scheduler():

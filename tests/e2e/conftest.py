@@ -4,27 +4,17 @@ It runs as real processes on its own PostgreSQL database and Redis index, so the
 jobs of the live stack never touch the data of the other tests.
 """
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
-import requests
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 
 from service import create_app
 from service.config import database_url
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, app_config, reset_schema
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from tests.stack import LiveStack, stack_env
 
 
 def sibling_database(url, suffix):
@@ -51,80 +41,6 @@ def sibling_redis(url):
     return urlunsplit(parts._replace(path=f"/{(index - 1) % 16}"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveStack:
-    """The service's processes, started and stopped by the tests."""
-
-    def __init__(self, env):
-        self.env = env
-        self.base_url = f"http://127.0.0.1:{env['PORT']}"
-        self.web = None
-        self.workers = []
-        self.schedulers = []
-        self.logs = ROOT / "instance" / "e2e-logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-
-    def _spawn(self, name, *args):
-        with open(self.logs / f"{name}.log", "ab") as log:
-            return subprocess.Popen(
-                args,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def start(self, workers=2, schedulers=2):
-        self.web = self._spawn("web", str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app")
-        self.start_workers(workers)
-        for i in range(schedulers):
-            self.schedulers.append(self._spawn(f"scheduler-{i}", str(BIN / "flask"), "scheduler"))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.base_url + "/openapi.json", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the live stack did not start; see instance/e2e-logs")
-
-    def start_workers(self, count=2):
-        for _ in range(count):
-            n = len(self.workers)
-            self.workers.append(self._spawn(f"worker-{n}", str(BIN / "flask"), "worker"))
-
-    def kill_workers(self):
-        """SIGKILL every worker, as an OOM killer or a lost machine would."""
-        for process in self.workers:
-            process.kill()
-            process.wait()
-        self.workers = []
-
-    def stop(self):
-        for process in [self.web, *self.workers, *self.schedulers]:
-            if process and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in [self.web, *self.workers, *self.schedulers]:
-            if process:
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-
-    def post(self, event):
-        return requests.post(self.base_url + "/webhook/", json=event, timeout=10)
-
-    def conversation(self, conversation_id):
-        return requests.get(f"{self.base_url}/conversations/{conversation_id}/", timeout=10).json()
-
-
 @pytest.fixture(scope="session")
 def live_stack():
     """The whole service running as real processes, on its own database and Redis index.
@@ -141,19 +57,7 @@ def live_stack():
 
         db.engine.dispose()
     redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
-        "PORT": str(free_port()),
-        "HOST": "127.0.0.1",
-        "FLASK_APP": "wsgi",
-        "WEB_CONCURRENCY": "2",
-        "LOG_LEVEL": "INFO",
-        "RECONCILE_INTERVAL": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    stack = LiveStack(env)
+    stack = LiveStack(stack_env(db_url, redis_url))
     try:
         stack.start()
         yield stack

@@ -19,13 +19,8 @@ from tests.helpers import (
     replies,
     reply_ids,
     run_due_jobs,
+    send,
 )
-
-
-def send(client, conversation_id, message_id=None):
-    message_id = message_id or new_id()
-    post(client, new_message(message_id, conversation_id), 202)
-    return message_id
 
 
 def buffer_keys(redis_conn):
