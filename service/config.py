@@ -67,8 +67,8 @@ def load_config(instance_path, env=None):
         "STREAM_MAX_SECONDS": _number(env, "STREAM_MAX_SECONDS", 300, int),
         "CONSOLE_DIST": env.get("CONSOLE_DIST") or str(ROOT / "console" / "dist"),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
-        # No pre-ping: it costs a round trip per request. A connection broken by a database
-        # restart fails one request with 503, and SQLAlchemy then replaces the whole pool.
+        # No pre-ping on every checkout (a round trip per request): only connections unused
+        # for DB_PING_IDLE_SECONDS are pinged (service.infra.database.check_idle_connections).
         "SQLALCHEMY_ENGINE_OPTIONS": {
             "pool_size": _number(env, "DB_POOL_SIZE", 10, int),
             "max_overflow": _number(env, "DB_MAX_OVERFLOW", 10, int),

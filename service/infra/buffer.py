@@ -15,7 +15,9 @@ group's new end.
 
 from dataclasses import dataclass
 
-# Both keys expire KEY_TTL after their last use, so a worker that dies between answering a
+# Arrivals per ADD call (two Lua values each).
+ADD_CHUNK = 1000
+# Both keys expire `key_ttl_ms` after their last use, so a worker that dies between answering a
 # group and clearing its buffer leaves nothing behind for long (the database still knows).
 # The `armed` key holds the due time (microseconds) of the conversation's pending flush.
 
@@ -137,11 +139,16 @@ class ReplyBuffer:
         if not arrivals:
             raise ValueError("nothing to add")
         channel, text = notice or ("", "")
-        argv = [self.key_ttl_ms, channel, text, int(now_us), self.quiet_us, self.grace_us]
-        for message_id, arrival_us in arrivals:
-            argv += [int(arrival_us), str(message_id)]
-        armed, newest = self._add(keys=keys(conversation_id), args=argv)
-        return Added(bool(armed), int(newest))
+        armed = False
+        # Lua's unpack() takes a few thousand values at most: a long backlog goes in chunks.
+        for start in range(0, len(arrivals), ADD_CHUNK):
+            argv = [self.key_ttl_ms, channel, text, int(now_us), self.quiet_us, self.grace_us]
+            for message_id, arrival_us in arrivals[start : start + ADD_CHUNK]:
+                argv += [int(arrival_us), str(message_id)]
+            chunk_armed, newest = self._add(keys=keys(conversation_id), args=argv)
+            armed = armed or bool(chunk_armed)
+            channel, text = "", ""
+        return Added(armed, int(newest))
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""

@@ -27,13 +27,19 @@ FAILURE_TTL = 7 * 24 * 3600
 FLUSH_PREFIX = "flush_group-"
 FLUSH_JOB = "service.jobs.flush_group"
 FLUSH_BATCH = 100
-# A worker heartbeats at least every WORKER_TTL - 15 s (its BLPOP timeout), and one that died
-# drops out of /readyz WORKER_TTL + 60 s after its last heartbeat.
+# A worker heartbeats at least every WORKER_TTL - 15 s (its BLPOP timeout); one that stopped
+# drops out of /readyz (live_workers) WORKER_TTL s after its last heartbeat, and out of RQ's
+# registry 60 s later.
 WORKER_TTL = 20
 SCHEDULER_HEARTBEAT_KEY = "conversations:scheduler:heartbeat"
 # The scheduler lock is held only while due jobs move to the queue (milliseconds); one left by
 # a killed scheduler blocks the others for at most this long.
 SCHEDULER_LOCK_MS = 1000
+# KEYS: lock. ARGV: holder.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # KEYS: lock. ARGV: holder, ttl_ms. Takes the lock, or caps the time left on a lock held by
 # someone else to ttl_ms: a lock set for longer (the stock rq-scheduler's 10 s, or none) was
 # not set by a scheduler of this service and must not hold replies up for that long.
@@ -130,7 +136,15 @@ class PreciseScheduler(Scheduler):
         ttl = int(self._interval) + 10
         self.connection.set(SCHEDULER_HEARTBEAT_KEY, self.name, ex=ttl)
 
+    def remove_lock(self):
+        """Release the lock only if this scheduler still holds it: after a slow poll it may
+        have expired and been taken by another scheduler."""
+        if self._lock_acquired:
+            self.connection.eval(RELEASE_LOCK, 1, self.scheduler_lock_key, self.name)
+            self._lock_acquired = False
+
     def acquire_lock(self):
+        """Take the lock for SCHEDULER_LOCK_MS, or cap a longer lock someone else holds."""
         if self._acquire is None:
             self._acquire = self.connection.register_script(ACQUIRE_LOCK)
         taken = self._acquire(keys=[self.scheduler_lock_key], args=[self.name, SCHEDULER_LOCK_MS])
@@ -278,7 +292,7 @@ def get_worker(name=None):
     """A worker on a Redis connection of its own.
 
     RQ sets its connection's read timeout to its BLPOP wait plus 10 s; on its own connection
-    that leaves the 5 s timeout of the jobs' Redis calls (the app's client) as it is.
+    that leaves the 2 s timeout of the jobs' Redis calls (the app's client) as it is.
     """
     ext = current_app.extensions
     if "worker_redis" not in ext:

@@ -69,7 +69,8 @@ def hold_message(message_id, conversation_id, content, timestamp, direction):
 
 def join_held(conversation_id, created_us, now):
     """Move held messages that arrived within the hold window of `created_us` into the
-    conversation (not committed); expire the others. Returns the joined HeldMessage rows.
+    conversation (not committed); expire the others. Returns (the joined HeldMessage rows,
+    how many were expired).
 
     The caller holds the conversation's row lock, so a close cannot slip in between.
     """
@@ -84,11 +85,13 @@ def join_held(conversation_id, created_us, now):
         .all()
     )
     joined = []
+    expired_count = 0
     for message in held:
         if within_hold(to_us(message.received_at), created_us, hold_us()):
             joined.append(message)
         else:
             _expire(message, now)
+            expired_count += 1
     if joined:
         db.session.execute(
             insert(Message),
@@ -105,7 +108,7 @@ def join_held(conversation_id, created_us, now):
             ],
         )
         db.session.execute(delete(HeldMessage).where(HeldMessage.id.in_([m.id for m in joined])))
-    return joined
+    return joined, expired_count
 
 
 def buffer_joined(conversation_id, joined):
@@ -161,10 +164,13 @@ def expire_held():
             .with_for_update()
         ).one_or_none()
         if conversation is not None and conversation.status == OPEN:
-            joined = join_held(conversation_id, created_us=to_us(conversation.created_at), now=now)
+            joined, expired_count = join_held(
+                conversation_id, created_us=to_us(conversation.created_at), now=now
+            )
             added = buffer_joined(conversation_id, joined)
             commit_or_rollback()
             after_joined(conversation_id, joined, added)
+            dropped += expired_count
             continue
         stale = (
             db.session.execute(

@@ -33,7 +33,7 @@ def create_conversation(conversation_id):
         ),
         Rejected("conversation_exists", "A conversation with this id already exists."),
     )
-    joined = join_held(conversation_id, created_us=now, now=now)
+    joined, _ = join_held(conversation_id, created_us=now, now=now)
     added = buffer_joined(conversation_id, joined)
     commit_or_rollback()
     log.info("create_conversation", extra={"conversation_id": str(conversation_id)})
@@ -48,8 +48,10 @@ def close_conversation(conversation_id):
     Returns the Conversation. Raises Rejected (conversation_not_found, conversation_closed),
     or the database's error (503) with nothing changed.
     """
-    now = clock.now_us()
     check_can_close(lock_conversation(conversation_id))
+    # Read after the lock, which waited for every message being accepted: the replies and
+    # the close are recorded after the messages they answer.
+    now = clock.now_us()
     answers = answer_groups(conversation_id, now, final=True)
     db.session.execute(
         update(Conversation)
