@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint format lock console clean bench
+.PHONY: run test lint format lock console clean bench reset console-if-npm
 
 $(VENV)/.run: requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,20 @@ format: $(VENV)/.dev
 lock:
 	uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -q -o requirements.lock
 	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -q -o requirements-dev.lock
+
+## bench: the benchmark of docs/benchmarks.md (about 3.5 minutes; needs wrk, PostgreSQL at
+## 127.0.0.1:5432, whose database `bench` it resets, and Redis index 11, which it flushes).
+## Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--ingest-seconds 10 --load-seconds 20"
+BENCH_ARGS ?=
+bench: $(VENV)/.run
+	@command -v wrk >/dev/null || { echo "bench: wrk not found (Debian: apt-get install wrk)" >&2; exit 1; }
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+## reset: forget what `make run` stored (the SQLite database under instance/); stop it first
+reset:
+	rm -f instance/conversations.db instance/conversations.db-journal \
+		instance/conversations.db-wal instance/conversations.db-shm
+	@echo "reset: the next 'make run' starts with an empty database (a PostgreSQL DATABASE_URL is never touched)"
 
 console-if-npm:
 	@if [ ! -f console/package.json ]; then exit 0; \

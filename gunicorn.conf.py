@@ -5,7 +5,9 @@ import tempfile
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # Threads keep connections alive cheaply and let console streams wait without a process each.
-worker_class = "gthread"
+# gunicorn's gthread worker, answering the errors gunicorn raises itself (request line or
+# headers too large, malformed requests) in the service's JSON error shape.
+worker_class = "service.web_worker.JsonErrorThreadWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 # The webhook path is short; a request that takes this long is stuck, not busy.

@@ -4,18 +4,51 @@
 
 Every service has a health check; the app services start after a successful migrate and
 healthy postgres/redis; workers can be scaled (no container_name, no published ports);
-.env is optional; Redis persists with an append-only file on a named volume.
+.env is optional; Redis persists with an append-only file on a named volume; the only way in
+is the nginx `proxy` (web publishes no port), which renders deploy/nginx's template read-only
+with every variable the template uses.
 """
 
+import re
 import sys
+from pathlib import Path
 
 import yaml
 
 APP = ("web", "worker", "scheduler")
-REQUIRED = (*APP, "migrate", "postgres", "redis")
+REQUIRED = (*APP, "migrate", "postgres", "redis", "proxy")
+TEMPLATE = "deploy/nginx/conversations.conf.template"
 
 
-def problems(compose):
+def proxy_problems(services, root):
+    web = services.get("web") or {}
+    proxy = services.get("proxy") or {}
+    if "ports" in web:
+        yield "web: publishes a port; only the proxy may (slow senders would reach gunicorn)"
+    if not proxy:
+        return
+    if not proxy.get("ports"):
+        yield "proxy: publishes no port"
+    condition = ((proxy.get("depends_on") or {}).get("web") or {}).get("condition")
+    if condition != "service_healthy":
+        yield f"proxy: depends_on web should be service_healthy, is {condition}"
+    mounts = [v for v in proxy.get("volumes") or [] if isinstance(v, str)]
+    mount = next((v for v in mounts if v.split(":")[0].lstrip("./") == TEMPLATE), None)
+    if not mount or not mount.split(":")[1].startswith("/etc/nginx/templates/"):
+        yield f"proxy: {TEMPLATE} is not mounted into /etc/nginx/templates/"
+    elif not mount.endswith(":ro"):
+        yield "proxy: the template must be mounted read-only"
+    template = root / TEMPLATE
+    if template.exists():
+        environment = proxy.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.partition("=")[::2] for item in environment)
+        for name in sorted(set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", template.read_text()))):
+            if name not in environment:
+                yield f"proxy: the template uses ${{{name}}}, which the environment does not set"
+
+
+def problems(compose, root=Path(".")):
     services = compose.get("services") or {}
     volumes = compose.get("volumes") or {}
     for name in REQUIRED:
@@ -62,6 +95,7 @@ def problems(compose):
             source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source")
             if source not in volumes:
                 yield f"{name}: volume {source!r} is not a named volume"
+    yield from proxy_problems(services, root)
     if "dashboard" in services and "dashboard" not in (services["dashboard"].get("profiles") or []):
         yield "dashboard: must be behind the 'dashboard' profile"
 
@@ -69,7 +103,7 @@ def problems(compose):
 def main(path):
     with open(path) as f:
         compose = yaml.safe_load(f)
-    found = list(problems(compose))
+    found = list(problems(compose, Path(path).resolve().parent))
     for problem in found:
         print(f"compose check: {problem}", file=sys.stderr)
     if found:

@@ -1,23 +1,50 @@
 #!/usr/bin/env bash
 # Run web, worker and scheduler together until Ctrl-C or SIGTERM, which stops all of them.
 # Used by `make run`; configuration comes from the environment and an optional .env file.
+# Exit status: 0 after a requested stop (Ctrl-C, SIGTERM); 1 when a process exits by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
+# .env fills in what the environment leaves unset, as the app's own loading does (python-dotenv,
+# override=False): re-applying the exported variables afterwards keeps theirs.
+if [ -f .env ]; then
+  exported=$(export -p)
+  set -a; . ./.env; set +a
+  eval "$exported"
+fi
 export PORT=${PORT:-8000}
+# Local by default: without API_TOKEN the read endpoints are open (INSTRUCTIONS.md, "Expose it").
+export HOST=${HOST:-127.0.0.1}
 export FLASK_APP=wsgi
 REDIS_URL_DEFAULT=redis://localhost:6379/0
 pids=()
+declare -A names=()
 
-stop() {
-  trap - INT TERM EXIT
+stop_children() {
   if [ ${#pids[@]} -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
   fi
 }
-trap stop INT TERM EXIT
+
+stopped_on_request() {
+  # A second Ctrl-C must not cut the wait short: the processes are already stopping.
+  trap '' INT TERM
+  trap - EXIT
+  stop_children
+  echo "run: stopped"
+  exit 0
+}
+trap stopped_on_request INT TERM
+trap stop_children EXIT
+
+start() {
+  local name=$1
+  shift
+  "$@" &
+  pids+=($!)
+  names[$!]=$name
+}
 
 redis_answers() {
   "$BIN/python" - "$1" <<'PY'
@@ -34,9 +61,8 @@ if ! redis_answers "$url"; then
   if [ "$url" = "$REDIS_URL_DEFAULT" ] && command -v redis-server >/dev/null 2>&1; then
     echo "run: no Redis at $url; starting a private redis-server for this run"
     mkdir -p instance
-    redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no --dir instance \
-      --logfile instance/redis.log &
-    pids+=($!)
+    start redis-server redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no \
+      --dir instance --logfile instance/redis.log
     for _ in $(seq 50); do redis_answers "$url" && break; sleep 0.1; done
   else
     echo "run: Redis does not answer at $url." >&2
@@ -46,10 +72,11 @@ if ! redis_answers "$url"; then
 fi
 
 "$BIN/flask" db upgrade
-"$BIN/gunicorn" -c gunicorn.conf.py wsgi:app & pids+=($!)
-"$BIN/flask" worker & pids+=($!)
-"$BIN/flask" scheduler & pids+=($!)
-echo "run: web on http://localhost:$PORT (API docs at /docs, console at /ui/); Ctrl-C stops everything"
-wait -n "${pids[@]}"
-echo "run: a process exited; stopping the others" >&2
+start web "$BIN/gunicorn" -c gunicorn.conf.py wsgi:app
+start worker "$BIN/flask" worker
+start scheduler "$BIN/flask" scheduler
+echo "run: web on http://$HOST:$PORT (API docs at /docs, console at /ui/); Ctrl-C stops everything"
+status=0
+wait -n -p exited "${pids[@]}" || status=$?
+echo "run: the ${names[$exited]} process exited by itself (status $status); stopping the others" >&2
 exit 1

@@ -35,6 +35,12 @@ def _flag(env, name, default):
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _tokens(env, name):
+    """A comma-separated list of tokens or secrets (several, for rotation), whitespace trimmed
+    and empty entries dropped: [] when unset."""
+    return [token.strip() for token in (env.get(name) or "").split(",") if token.strip()]
+
+
 def database_url(url):
     """Use psycopg2 for plain PostgreSQL URLs (SQLAlchemy 2.1 would pick psycopg 3)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -54,6 +60,9 @@ def load_config(instance_path, env=None):
         ),
         "REDIS_URL": env.get("REDIS_URL") or DEFAULT_REDIS_URL,
         "RQ_QUEUE": env.get("RQ_QUEUE") or "conversations",
+        # Pub/sub ignores the database index; unset, the channel is named after REDIS_URL's
+        # index (service.infra.notices.channel), so deployments on one server stay apart.
+        "LIVE_CHANNEL": (env.get("LIVE_CHANNEL") or "").strip() or None,
         "MAX_CONTENT_LENGTH": _number(env, "MAX_BODY_BYTES", 1024 * 1024, int),
         "MAX_MESSAGE_CHARS": _number(env, "MAX_MESSAGE_CHARS", 4096, int),
         "QUIET_SECONDS": _number(env, "QUIET_SECONDS", 5.0),
@@ -63,6 +72,9 @@ def load_config(instance_path, env=None):
         "RECONCILE_GRACE_SECONDS": _number(env, "RECONCILE_GRACE_SECONDS", 2.0),
         "RETRY_AFTER_SECONDS": _number(env, "RETRY_AFTER_SECONDS", 5, int),
         "WEBHOOK_SECRETS": secrets,
+        # Bearer tokens for the reads and the live stream, and for /metrics (service.api.access).
+        "API_TOKENS": _tokens(env, "API_TOKEN"),
+        "METRICS_TOKENS": _tokens(env, "METRICS_TOKEN"),
         "STREAM_SLOTS": _number(env, "STREAM_SLOTS", 4, int),
         "STREAM_MAX_SECONDS": _number(env, "STREAM_MAX_SECONDS", 300, int),
         "CONSOLE_DIST": env.get("CONSOLE_DIST") or str(ROOT / "console" / "dist"),

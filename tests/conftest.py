@@ -1,6 +1,14 @@
-"""Shared fixtures: real PostgreSQL and Redis, schema built once by the real migrations."""
+"""Shared fixtures: real PostgreSQL and Redis, schema built once by the real migrations.
+
+The tests use only the PostgreSQL database TEST_DATABASE_URL and the Redis index
+TEST_REDIS_URL (README, "Quick start"), and never write a tracked file: a run that leaves a
+tracked file modified which was clean when it started fails (`pytest_sessionfinish` below).
+"""
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,6 +23,9 @@ from service.domain import clock
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TABLES = "messages, held_messages, conversations"
+ROOT = Path(__file__).resolve().parents[1]
+_MODIFIED_AT_START = pytest.StashKey[set]()
+_WRITTEN = pytest.StashKey[list]()
 
 
 def reset_schema(url):
@@ -124,3 +135,64 @@ def fake_clock(monkeypatch):
     fake = FakeClock(clock.now_us())
     monkeypatch.setattr(clock, "now_us", fake)
     return fake
+
+
+# --- no test writes a tracked file ---------------------------------------------------
+
+
+def modified_tracked_files():
+    """The tracked files of the checkout that differ from HEAD or the index, or None when
+    this is not a git checkout (or git is missing)."""
+    if shutil.which("git") is None:
+        return None
+    # --no-optional-locks: never take the index lock someone committing may need.
+    command = ["git", "--no-optional-locks", "status", "--porcelain=v1", "-z"]
+    done = subprocess.run(
+        [*command, "--untracked-files=no"], cwd=ROOT, capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        return None
+    entries = done.stdout.decode(errors="replace").split("\0")
+    found, skip = set(), False
+    for entry in entries:
+        if skip or not entry:
+            skip = False
+            continue
+        # A rename is "R  new\0old": the old name follows as an entry of its own.
+        skip = entry[0] in "RC"
+        found.add(entry[3:])
+    return found
+
+
+def pytest_sessionstart(session):
+    """Note the tracked files already modified (by whoever is editing the checkout)."""
+    # TESTS_ALLOW_EDITS=1: someone edits the checkout while the tests run (their edits would
+    # show as written by the run).
+    allowed = os.environ.get("TESTS_ALLOW_EDITS", "") not in ("", "0")
+    if not hasattr(session.config, "workerinput") and not allowed:
+        session.config.stash[_MODIFIED_AT_START] = modified_tracked_files()
+
+
+def pytest_sessionfinish(session):
+    """Fail the run when a tracked file clean at the start is modified at the end. Files
+    already modified are left out: others may be editing them while the tests run."""
+    before = session.config.stash.get(_MODIFIED_AT_START, None)
+    after = modified_tracked_files() if before is not None else None
+    if after is None:
+        return
+    written = sorted(after - before)
+    if written:
+        session.config.stash[_WRITTEN] = written
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    written = config.stash.get(_WRITTEN, None)
+    if written:
+        terminalreporter.write_sep("=", "tracked files modified during the run", red=True)
+        terminalreporter.write_line(
+            "Tests must not write tracked files (clean at start, modified now; an edit made "
+            "by hand during the run shows here too):"
+        )
+        for name in written:
+            terminalreporter.write_line(f"  {name}")

@@ -14,11 +14,12 @@ function conversationWithGroup() {
     created_at: isoOffset(-60_000),
     updated_at: isoOffset(-1000),
     messages: [
-      // deliberately out of order: the view sorts by timestamp
-      { id: 'm3', type: 'INBOUND', content: 'third', timestamp: isoOffset(-1000) },
-      { id: 'm1', type: 'INBOUND', content: 'first', timestamp: isoOffset(-30_000) },
+      // In the order the service recorded them. The sender's clock runs ahead: m1's timestamp
+      // is later than that of r1 (server clock), the reply that answers it.
+      { id: 'm1', type: 'INBOUND', content: 'first', timestamp: isoOffset(-20_000) },
       { id: 'r1', type: 'OUTBOUND', content: 'Mensagens recebidas:\nm1\n', timestamp: isoOffset(-25_000) },
       { id: 'm2', type: 'INBOUND', content: 'second', timestamp: isoOffset(-2000) },
+      { id: 'm3', type: 'INBOUND', content: 'third', timestamp: isoOffset(-1000) },
     ],
   }
   const activity = {

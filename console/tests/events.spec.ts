@@ -45,6 +45,11 @@ describe('decideRefresh', () => {
     expect(isEmptyDecision(decideRefresh(ev('something.else', 'c1'), 'c1'))).toBe(true)
   })
 
+  it('reloads everything once an API token is given', () => {
+    expect(decideRefresh(ev('auth.changed'), 'c1')).toEqual(decideRefresh(ev('stream.reconnected'), 'c1'))
+    expect(decideRefresh(ev('auth.changed'), null)).toEqual({ list: true, conversation: false, activity: false, held: true })
+  })
+
   it('treats local simulator posts like a change to that conversation', () => {
     expect(decideRefresh(ev('local.webhook', 'c1'), 'c1')).toMatchObject({ list: true, conversation: true })
   })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { pendingCount, sortMessages, toChatItems } from '../src/lib/messages'
+import { pendingCount, toChatItems } from '../src/lib/messages'
 import type { Message } from '../src/lib/types'
 
 const msg = (id: string, type: 'INBOUND' | 'OUTBOUND', timestamp: string): Message => ({
@@ -10,20 +10,17 @@ const msg = (id: string, type: 'INBOUND' | 'OUTBOUND', timestamp: string): Messa
 })
 
 describe('message ordering', () => {
-  it('sorts chronologically across offsets, stable on ties', () => {
+  it('keeps the order the service recorded, whatever the timestamps say', () => {
+    // The customer's phone runs a minute ahead of the server: both messages carry later
+    // timestamps than the reply that answers them, which the API lists after them.
     const list = [
-      msg('c', 'INBOUND', '2026-01-01T00:00:03Z'),
-      msg('a', 'INBOUND', '2026-01-01T01:00:01+01:00'),
-      msg('b1', 'OUTBOUND', '2026-01-01T00:00:02Z'),
-      msg('b2', 'INBOUND', '2026-01-01T00:00:02Z'),
+      msg('m1', 'INBOUND', '2026-01-01T00:01:01Z'),
+      msg('m2', 'INBOUND', '2026-01-01T00:01:03Z'),
+      msg('r1', 'OUTBOUND', '2026-01-01T00:00:08Z'),
+      msg('m3', 'INBOUND', 'garbage'),
     ]
-    expect(sortMessages(list).map((m) => m.id)).toEqual(['a', 'b1', 'b2', 'c'])
-    expect(list[0].id).toBe('c') // input untouched
-  })
-
-  it('puts unparsable timestamps last', () => {
-    const list = [msg('x', 'INBOUND', 'garbage'), msg('a', 'INBOUND', '2026-01-01T00:00:00Z')]
-    expect(sortMessages(list).map((m) => m.id)).toEqual(['a', 'x'])
+    expect(toChatItems(list, null).map((i) => i.message.id)).toEqual(['m1', 'm2', 'r1', 'm3'])
+    expect(list.map((m) => m.id)).toEqual(['m1', 'm2', 'r1', 'm3']) // input untouched
   })
 })
 

@@ -1,7 +1,12 @@
 """Command line: argument parsing and one function per subcommand.
 
-Exit codes: 0 ok, 1 a check failed or a request got no HTTP answer, 2 usage or file error,
-130 interrupted.
+Exit codes: 0 ok, 1 an answer differed from the expected one (a step's status or error code,
+a check of ``--expect``, a load group answered 0 or 2+ times) or a request got no HTTP answer,
+2 usage or file error, 130 interrupted.
+
+``scenario``, ``file`` and ``seed`` replace the ids written out in their events by fresh uuid4s
+(the same one for the same id within a run) unless ``--keep-ids`` is given, so they can be run
+again and again against the same service.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import sys
 from collections.abc import Sequence
 
 from .client import Client, ClientPool
-from .events import Json, Placeholders, event_summary, seed_events
+from .events import FreshIds, Json, Placeholders, seed_events
 from .load import LoadConfig, LoadRunner, load_report_ok, render_load_report
-from .player import load_jsonl, play_steps
+from .player import Step, StepResult, accepted, load_jsonl, play_steps
 from .scenarios import DEFAULT_DEADLINE, ScenarioError, list_scenarios, load_scenario, run_scenario
 
 DEFAULT_BASE_URL = "http://localhost:8000"
@@ -27,7 +32,44 @@ def _print_json(obj: Json) -> None:
 
 
 def _make_client(args: argparse.Namespace) -> Client:
-    return Client(args.base_url, args.secret, args.http_timeout, args.retries_503)
+    return Client(args.base_url, args.secret, args.http_timeout, args.retries_503, args.token)
+
+
+def _fresh_ids(args: argparse.Namespace) -> FreshIds | None:
+    return None if args.keep_ids else FreshIds()
+
+
+def _play_report(results: list[StepResult], ids: FreshIds | None) -> dict:
+    """``{"ok", "ids": {original: fresh}, "steps": [step...]}`` of a played file or seed."""
+    return {
+        "ok": all(result.problem is None for result in results),
+        "ids": dict(ids.values) if ids is not None else {},
+        "steps": [result.to_dict() for result in results],
+    }
+
+
+def _print_play_summary(report: dict) -> None:
+    for original, fresh in report["ids"].items():
+        print(f"  {original} -> {fresh}")
+    failed = sum(not step["ok"] for step in report["steps"])
+    print("PASS" if report["ok"] else f"FAIL ({failed} answer(s) not as expected)")
+
+
+def _play(args: argparse.Namespace, steps: list[Step], speed: float) -> int:
+    """Play ``steps``, print each answer (or the JSON report); 1 unless all were as expected."""
+    ids = _fresh_ids(args)
+    client = _make_client(args)
+    on_result = None if args.json else (lambda r: print(r.render(), flush=True))
+    try:
+        results = play_steps(client, steps, Placeholders(), speed, on_result=on_result, ids=ids)
+    finally:
+        client.close()
+    report = _play_report(results, ids)
+    if args.json:
+        _print_json(report)
+    else:
+        _print_play_summary(report)
+    return 0 if report["ok"] else 1
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
@@ -50,6 +92,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             speed=args.speed,
             default_deadline=args.deadline,
             on_result=on_result,
+            ids=_fresh_ids(args),
         )
     finally:
         client.close()
@@ -61,35 +104,15 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_file(args: argparse.Namespace) -> int:
-    """``file``: replay a JSON-lines file; 1 if any request got no HTTP answer."""
-    steps = load_jsonl(args.path)
-    client = _make_client(args)
-    on_result = None if args.json else (lambda r: print(r.render(), flush=True))
-    try:
-        results = play_steps(client, steps, Placeholders(), args.speed, on_result=on_result)
-    finally:
-        client.close()
-    if args.json:
-        _print_json([result.to_dict() for result in results])
-    return 0 if all(result.status != 0 for result in results) else 1
+    """``file``: replay a JSON-lines file; 1 unless every line got its expected answer (its
+    ``expect_status``/``expect_error``, else the accepted status of its event type)."""
+    return _play(args, load_jsonl(args.path), args.speed)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    """``seed``: post the seed payloads of the brief; 1 if any got no HTTP answer."""
-    client = _make_client(args)
-    outputs = []
-    try:
-        for event in seed_events(args.close):
-            response = client.post_event(event)
-            outputs.append({"event": event, "status": response.status, "body": response.body})
-            if not args.json:
-                body = json.dumps(response.body, ensure_ascii=False)
-                print(f"{event_summary(event)} -> {response.status} {body}", flush=True)
-    finally:
-        client.close()
-    if args.json:
-        _print_json(outputs)
-    return 0 if all(o["status"] != 0 for o in outputs) else 1
+    """``seed``: post the seed payloads of the brief, at once; 1 unless each was accepted."""
+    steps = [Step(0.0, event, accepted(event)) for event in seed_events(args.close)]
+    return _play(args, steps, 0)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -137,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("WEBHOOK_SECRET") or None,
         help="sign bodies with X-Hub-Signature-256 (default: $WEBHOOK_SECRET)",
     )
+    common.add_argument(
+        "--token",
+        default=(os.environ.get("API_TOKEN") or "").split(",")[0].strip() or None,
+        help="bearer token for the reads when the service sets API_TOKEN "
+        "(default: the first of $API_TOKEN)",
+    )
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     common.add_argument(
         "--http-timeout", type=float, default=10.0, help="per-request timeout in s (%(default)s)"
@@ -148,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="retry a 503 up to N times, honouring Retry-After (default: %(default)s)",
     )
 
+    ids_option = argparse.ArgumentParser(add_help=False)
+    ids_group = ids_option.add_mutually_exclusive_group()
+    ids_group.add_argument(
+        "--fresh-ids",
+        dest="keep_ids",
+        action="store_false",
+        help="replace each id written out in the events by a new uuid4, the same one for the "
+        "same id within this run (the default), so a run can be repeated",
+    )
+    ids_group.add_argument(
+        "--keep-ids",
+        dest="keep_ids",
+        action="store_true",
+        help="send the ids as written (a second run then gets 400 conversation_exists)",
+    )
+    ids_option.set_defaults(keep_ids=False)
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Replay webhook events against the WhatsApp webhook receiver.",
@@ -155,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     scenario = sub.add_parser(
-        "scenario", parents=[common], help="play a scenario from scenarios/ (or a path)"
+        "scenario", parents=[common, ids_option], help="play a scenario from scenarios/ (or a path)"
     )
     scenario.add_argument("name", nargs="?", help="scenario name (scenarios/NAME.json) or path")
     scenario.add_argument("--list", action="store_true", help="list the shipped scenarios")
@@ -169,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scenario.set_defaults(func=cmd_scenario)
 
-    replay_file = sub.add_parser("file", parents=[common], help="replay a JSON-lines file")
+    replay_file = sub.add_parser(
+        "file", parents=[common, ids_option], help="replay a JSON-lines file"
+    )
     replay_file.add_argument("path", help="events, one per line (bare or {at, event})")
     replay_file.add_argument(
         "--speed", type=float, default=1.0, help="2 = twice as fast, 0 = no waiting (%(default)s)"
@@ -199,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.set_defaults(func=cmd_load)
 
-    seed = sub.add_parser("seed", parents=[common], help="post the seed payloads of the brief")
+    seed = sub.add_parser(
+        "seed", parents=[common, ids_option], help="post the seed payloads of the brief"
+    )
     seed.add_argument("--close", action="store_true", help="also close the conversation")
     seed.set_defaults(func=cmd_seed)
     return parser

@@ -72,7 +72,9 @@ _STALE_CONNECTION_ERRORS = (
 class Client:
     """One persistent (keep-alive) HTTP connection to the service; not thread-safe.
 
-    Signs webhook bodies when a secret is given. Transport failures become ``Response(0, ...)``.
+    Signs webhook bodies when a secret is given, and sends ``Authorization: Bearer <token>`` with
+    reads when a token is given (the service's ``API_TOKEN``). Transport failures become
+    ``Response(0, ...)``.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Client:
         secret: str | None = None,
         timeout: float = 10.0,
         retries_503: int = 0,
+        token: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -93,6 +96,7 @@ class Client:
         self.secret = secret or None
         self.timeout = timeout
         self.retries_503 = retries_503
+        self.token = token or None
         self._conn: http.client.HTTPConnection | None = None
 
     def post_event(self, event: Json) -> Response:
@@ -105,7 +109,8 @@ class Client:
 
     def get_conversation(self, conversation_id: str) -> Response:
         """``GET /conversations/{id}/``: 200 with the conversation and its messages, or 404."""
-        return self.request("GET", f"/conversations/{conversation_id}/")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        return self.request("GET", f"/conversations/{conversation_id}/", headers=headers)
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None

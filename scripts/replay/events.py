@@ -19,6 +19,9 @@ Json = Any  # a decoded JSON value: dict, list, str, int, float, bool or None
 EVENT_TYPES = ("NEW_CONVERSATION", "NEW_MESSAGE", "CLOSE_CONVERSATION")
 DIRECTIONS = ("RECEIVED", "SENT")
 REPLY_PREFIX = "Mensagens recebidas:\n"
+# The answer to an accepted event of each type (../shared/SPEC.md, "Events in"): what a step
+# of a JSON-lines file or the seed is expected to get unless it says otherwise.
+ACCEPTED_STATUS = {"NEW_CONVERSATION": 201, "NEW_MESSAGE": 202, "CLOSE_CONVERSATION": 200}
 
 SEED_CONVERSATION_ID = "6a41b347-8d80-4ce9-84ba-7af66f369f6a"
 SEED_MESSAGE_ID = "49108c71-4dca-4af3-9f32-61bc745926e2"
@@ -81,6 +84,40 @@ class Placeholders:
             return {key: self.substitute(value) for key, value in obj.items()}
         if isinstance(obj, list):
             return [self.substitute(value) for value in obj]
+        return obj
+
+
+UUID_TEXT_RE = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
+class FreshIds:
+    """Replace every id written out in events by a new uuid4, the same one for the same id.
+
+    A string value that is a UUID in its usual 8-4-4-4-12 form (any case) is an id; one mapping
+    per instance (per run), so the conversation a message names is the one the run created.
+    Replaying the same file or the seed twice then creates new conversations instead of
+    answering 400 ``conversation_exists``.
+    """
+
+    def __init__(self, factory: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
+        self._factory = factory
+        self.values: dict[str, str] = {}  # original id (lower case) -> its replacement
+
+    def value(self, ident: str) -> str:
+        """The replacement of ``ident``, made on first use."""
+        key = ident.lower()
+        if key not in self.values:
+            self.values[key] = self._factory()
+        return self.values[key]
+
+    def rewrite(self, obj: Json) -> Json:
+        """A copy of ``obj`` with every UUID string replaced; keys and other values are kept."""
+        if isinstance(obj, str):
+            return self.value(obj) if UUID_TEXT_RE.match(obj) else obj
+        if isinstance(obj, dict):
+            return {key: self.rewrite(value) for key, value in obj.items()}
+        if isinstance(obj, list):
+            return [self.rewrite(value) for value in obj]
         return obj
 
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .client import Client
-from .events import PLACEHOLDER_RE, Json, Placeholders, event_summary, parse_iso
+from .events import (
+    ACCEPTED_STATUS,
+    PLACEHOLDER_RE,
+    FreshIds,
+    Json,
+    Placeholders,
+    event_summary,
+    parse_iso,
+)
 
 
 @dataclass
@@ -42,7 +50,10 @@ class StepResult:
 
     @property
     def problem(self) -> str | None:
-        """Why the step did not meet its expectations (``None`` if it did)."""
+        """Why the step did not meet its expectations (``None`` if it did); a step with no
+        HTTP answer never did."""
+        if self.status == 0:
+            return f"no HTTP answer ({self.body})"
         if self.expect_status is not None and self.status not in self.expect_status:
             wanted = "/".join(map(str, self.expect_status))
             return f"expected HTTP {wanted}, got {self.status}"
@@ -55,7 +66,7 @@ class StepResult:
     def to_dict(self) -> dict:
         """The step as ``--json`` prints it (offsets in s, ``latency_ms`` in ms).
 
-        ``{"index", "at", "sent_at", "type", "id", "status", "body", "latency_ms",
+        ``{"index", "at", "sent_at", "type", "id", "event", "status", "body", "latency_ms",
         "expect_status", "expect_error", "ok", "problem"}``
         """
         return {
@@ -64,6 +75,7 @@ class StepResult:
             "sent_at": round(self.sent_at, 3),
             "type": self.event.get("type"),
             "id": (self.event.get("data") or {}).get("id"),
+            "event": self.event,
             "status": self.status,
             "body": self.body,
             "latency_ms": round(self.elapsed * 1000, 1),
@@ -91,10 +103,12 @@ def play_steps(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_result: Callable[[StepResult], None] | None = None,
+    ids: FreshIds | None = None,
 ) -> list[StepResult]:
     """Send ``steps`` in order at ``start + at / speed`` (``speed == 0``: no waiting).
 
-    Placeholders are substituted right before sending, so ``{now}`` is the send time.
+    Placeholders are substituted right before sending, so ``{now}`` is the send time; with
+    ``ids``, every id written out in the step is replaced by its fresh one.
     """
     start = clock()
     results = []
@@ -104,7 +118,9 @@ def play_steps(
             if delay > 0:
                 sleep(delay)
         sent_at = clock() - start
-        event = placeholders.substitute(step.event)
+        # Ids before placeholders: only the ids written out are replaced, and a placeholder's
+        # uuid is the one the report shows.
+        event = placeholders.substitute(ids.rewrite(step.event) if ids else step.event)
         response = client.post_event(event)
         result = StepResult(
             index=index,
@@ -123,11 +139,33 @@ def play_steps(
     return results
 
 
+def accepted(event: Json) -> tuple[int, ...] | None:
+    """The status an accepted event of this type gets (``None`` for an unknown type)."""
+    status = ACCEPTED_STATUS.get(event.get("type")) if isinstance(event, dict) else None
+    return None if status is None else (status,)
+
+
+def _line_statuses(obj: dict, where: str) -> tuple[int, ...] | None:
+    status = obj.get("expect_status")
+    if status is None:
+        return None
+    statuses = status if isinstance(status, list) else [status]
+    if not statuses or not all(
+        isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses
+    ):
+        raise ValueError(f"{where}: 'expect_status' must be an HTTP status or a list of them")
+    return tuple(statuses)
+
+
 def load_jsonl(path: Path | str) -> list[Step]:
-    """Read a JSON-lines file: each line a bare event or ``{"at": seconds, "event": {...}}``.
+    """Read a JSON-lines file: each line a bare event or
+    ``{"at": seconds, "event": {...}, "expect_status": 400, "expect_error": "..."}``
+    (``at`` and the expectations optional).
 
     Bare events are spaced by their ``timestamp`` relative to the first timestamp in the file
-    (an unparsable timestamp keeps the previous offset). Blank lines are ignored.
+    (an unparsable timestamp keeps the previous offset). A step with neither ``expect_status``
+    nor ``expect_error`` is expected to be accepted (:data:`ACCEPTED_STATUS` of its type).
+    Blank lines are ignored. Raises ``ValueError`` naming the line of a malformed one.
     """
     steps: list[Step] = []
     base: float | None = None
@@ -141,10 +179,15 @@ def load_jsonl(path: Path | str) -> list[Step]:
             raise ValueError(f"{path}:{lineno}: invalid JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise ValueError(f"{path}:{lineno}: expected a JSON object")
+        statuses, error = None, None
         if isinstance(obj.get("event"), dict):
             event, at = obj["event"], obj.get("at")
             if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
                 raise ValueError(f"{path}:{lineno}: 'at' must be a number")
+            statuses = _line_statuses(obj, f"{path}:{lineno}")
+            error = obj.get("expect_error")
+            if error is not None and not isinstance(error, str):
+                raise ValueError(f"{path}:{lineno}: 'expect_error' must be a string")
         else:
             event, at = obj, None
         stamp = _event_time(event)
@@ -153,7 +196,9 @@ def load_jsonl(path: Path | str) -> list[Step]:
         if at is None:
             at = stamp - base if stamp is not None and base is not None else previous_at
         previous_at = float(at)
-        steps.append(Step(at=float(at), event=event))
+        if statuses is None and error is None:
+            statuses = accepted(event)
+        steps.append(Step(float(at), event, statuses, error))
     return steps
 
 

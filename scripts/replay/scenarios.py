@@ -9,12 +9,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .client import Client, Response
-from .events import DIRECTIONS, EVENT_TYPES, Placeholders, Reply, find_placeholders, replies_of
+from .events import (
+    DIRECTIONS,
+    EVENT_TYPES,
+    FreshIds,
+    Placeholders,
+    Reply,
+    find_placeholders,
+    replies_of,
+)
 from .player import Step, StepResult, play_steps
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
@@ -284,7 +292,8 @@ def verify_expectation(
 
 @dataclass
 class ScenarioReport:
-    """Outcome of one scenario run; ``placeholders`` maps each ``{name}`` to the uuid it got."""
+    """Outcome of one scenario run; ``placeholders`` maps each ``{name}`` to the uuid it got,
+    ``ids`` each id written out in the scenario to its fresh replacement (empty if kept)."""
 
     name: str
     description: str
@@ -292,19 +301,20 @@ class ScenarioReport:
     steps: list[StepResult]
     checks: list[Check]
     verified: bool
+    ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """Verified: every step and check passed; otherwise: every step got an HTTP answer."""
-        if not self.verified:
-            return all(step.status != 0 for step in self.steps)
-        return all(s.problem is None for s in self.steps) and all(c.ok for c in self.checks)
+        """Every step got the answer it expects (``expect_status``, ``expect_error``) and, when
+        verified, every check of the ``expect`` objects passed."""
+        steps_ok = all(step.problem is None for step in self.steps)
+        return steps_ok and (not self.verified or all(check.ok for check in self.checks))
 
     def to_dict(self) -> dict:
         """The report as ``--json`` prints it.
 
-        ``{"scenario", "description", "ok", "verified", "placeholders", "steps": [step...],
-        "checks": [{"name", "ok", "detail"}...]}``
+        ``{"scenario", "description", "ok", "verified", "placeholders", "ids", "steps":
+        [step...], "checks": [{"name", "ok", "detail"}...]}``
         """
         return {
             "scenario": self.name,
@@ -312,19 +322,21 @@ class ScenarioReport:
             "ok": self.ok,
             "verified": self.verified,
             "placeholders": self.placeholders,
+            "ids": self.ids,
             "steps": [step.to_dict() for step in self.steps],
             "checks": [check.to_dict() for check in self.checks],
         }
 
     def render_summary(self) -> str:
-        """Placeholder values, one line per check, then ``PASS`` or ``FAIL (n problem(s))``."""
+        """Placeholder values and replaced ids, one line per check, then ``PASS`` or
+        ``FAIL (n problem(s))`` (without ``--expect``, of the steps' answers only)."""
         lines = [f"  {name} = {value}" for name, value in sorted(self.placeholders.items())]
+        lines += [f"  {old} -> {new}" for old, new in self.ids.items()]
         for check in self.checks:
             lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
-        if self.verified:
-            failed = sum(s.problem is not None for s in self.steps)
-            failed += sum(not c.ok for c in self.checks)
-            lines.append("PASS" if self.ok else f"FAIL ({failed} problem(s))")
+        failed = sum(s.problem is not None for s in self.steps)
+        failed += sum(not c.ok for c in self.checks) if self.verified else 0
+        lines.append("PASS" if self.ok else f"FAIL ({failed} problem(s))")
         return "\n".join(lines)
 
     def render(self) -> str:
@@ -343,15 +355,19 @@ def run_scenario(
     default_deadline: float = DEFAULT_DEADLINE,
     poll_interval: float = POLL_INTERVAL,
     on_result: Callable[[StepResult], None] | None = None,
+    ids: FreshIds | None = None,
 ) -> ScenarioReport:
     """Play ``scenario`` with fresh placeholders; with ``verify``, then check each expectation.
+
+    With ``ids``, ids written out in the steps and expectations are replaced by fresh ones,
+    consistently (placeholders are fresh anyway).
 
     Expectations are measured from the end of the last step: ``settle`` and ``deadline``
     (default ``default_deadline``) in s, polled every ``poll_interval`` s. ``on_result`` sees
     each step as soon as its response arrives.
     """
     placeholders = Placeholders()
-    results = play_steps(client, scenario.steps, placeholders, speed, on_result=on_result)
+    results = play_steps(client, scenario.steps, placeholders, speed, on_result=on_result, ids=ids)
     reference = time.monotonic()
     checks: list[Check] = []
     if verify:
@@ -359,7 +375,7 @@ def run_scenario(
         for index, expect in enumerate(scenario.expectations, 1):
             expect_checks = verify_expectation(
                 client,
-                placeholders.substitute(expect),
+                placeholders.substitute(ids.rewrite(expect) if ids else expect),
                 reference,
                 default_deadline=default_deadline,
                 poll_interval=poll_interval,
@@ -368,5 +384,11 @@ def run_scenario(
                 check.name = f"expect #{index} {check.name}" if numbered else check.name
             checks += expect_checks
     return ScenarioReport(
-        scenario.name, scenario.description, dict(placeholders.values), results, checks, verify
+        scenario.name,
+        scenario.description,
+        dict(placeholders.values),
+        results,
+        checks,
+        verify,
+        dict(ids.values) if ids is not None else {},
     )

@@ -1,22 +1,26 @@
 """HTTP: the flask-smorest API, the operators' endpoints, the live stream and the console.
 
 Lives here: blueprints and their views, marshmallow schemas of requests and responses, the
-webhook signature check, the one error path (`errors`), Swagger UI. A view parses, calls one
-use case of `service.pipeline`, and renders; it holds no business rule and no transaction.
+webhook signature check, the read tokens (`access`), the one error path (`errors`), Swagger
+UI. A view parses, calls one use case of `service.pipeline`, and renders; it holds no
+business rule and no transaction.
 May import: `service.pipeline`, `service.infra`, `service.domain`, `service.extensions`,
 `service.config` and Flask, flask-smorest, marshmallow. Never `service.jobs` or
 `service.cli` (tests/unit/test_layers.py).
 """
 
+from service.api.access import BearerSecurityPlugin
 from service.api.errors import Api
 
-api = Api()
+api = Api(spec_kwargs={"extra_plugins": [BearerSecurityPlugin()]})
 
 
 def init_app(app):
     """Bind the API to the app and register every blueprint."""
-    from service.api import conversations, live, ops, swagger, webhook
+    from service.api import access, conversations, live, ops, swagger, webhook
 
+    # The reads show customers' messages: behind API_TOKEN when set (service.api.access).
+    access.protect(conversations.blp, conversations.held_blp)
     api.init_app(app)
     webhook.register_event_schemas(api.spec)
     api.register_blueprint(webhook.blp)

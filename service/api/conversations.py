@@ -2,20 +2,22 @@
 held messages."""
 
 import base64
-import binascii
-import uuid
-from datetime import datetime
+from datetime import UTC
 
 from flask.views import MethodView
+from werkzeug.routing import UUIDConverter
 
 from service.api.errors import Blueprint, abort
 from service.api.schemas import (
+    UUID_FORMS,
     ActivitySchema,
     ConversationDetailSchema,
     ConversationPageSchema,
     ConversationQueryArgsSchema,
     HeldPageSchema,
     HeldQueryArgsSchema,
+    parse_timestamp,
+    parse_uuid,
 )
 from service.pipeline import queries
 
@@ -33,20 +35,42 @@ held_blp = Blueprint(
 )
 
 
+class IdConverter(UUIDConverter):
+    """`<id:...>` in a path: an id in any form the webhook takes (schemas.UUID_FORMS), passed
+    to the view canonical; any other segment does not match the route (404). Documented as
+    a UUID in the OpenAPI document, as werkzeug's own `uuid` converter is."""
+
+    regex = UUID_FORMS
+
+    def to_python(self, value):
+        return parse_uuid(value)
+
+
+# Before the routes below: a rule is compiled, converters looked up, as it is registered.
+blp.record_once(lambda state: state.app.url_map.converters.update(id=IdConverter))
+
+
 def encode_cursor(after):
-    """The opaque cursor of a page boundary: (created_at, id) of the page's last row."""
+    """The opaque cursor of a page boundary: (created_at, id) of the page's last row, as
+    URL-safe base64 of `<created_at in UTC, ISO-8601>|<canonical id>`."""
     created, ident = after
-    raw = f"{created.isoformat()}|{ident}"
+    raw = f"{created.astimezone(UTC).isoformat()}|{ident}"
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
 def decode_cursor(cursor):
-    """The (created_at, id) of a cursor this service gave out; 400 invalid_cursor otherwise."""
+    """The (aware UTC created_at, uuid.UUID id) of a cursor exactly as encode_cursor writes
+    it; anything else (another offset, another id form, stray or missing padding) aborts 400
+    invalid_cursor, so only values the database takes reach the query."""
     try:
-        created, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raw = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True)
+        created, ident = raw.decode("ascii").split("|")
+        after = parse_timestamp(created), parse_uuid(ident)
+    except ValueError:  # also binascii.Error and UnicodeError
+        after = None
+    if after is None or encode_cursor(after) != cursor:
         abort(400, "invalid_cursor", "The cursor is not one this service gave out.")
+    return after
 
 
 @blp.route("/", strict_slashes=False)
@@ -62,7 +86,7 @@ class Conversations(MethodView):
         return {"items": items, "next_cursor": encode_cursor(next_after) if next_after else None}
 
 
-@blp.route("/<uuid:conversation_id>/", strict_slashes=False)
+@blp.route("/<id:conversation_id>/", strict_slashes=False)
 class ConversationById(MethodView):
     @blp.response(200, ConversationDetailSchema)
     @blp.alt_response(404, description="No conversation with this id")
@@ -74,7 +98,7 @@ class ConversationById(MethodView):
         return conversation
 
 
-@blp.route("/<uuid:conversation_id>/activity", strict_slashes=False)
+@blp.route("/<id:conversation_id>/activity", strict_slashes=False)
 class ConversationActivity(MethodView):
     @blp.response(200, ActivitySchema)
     def get(self, conversation_id):

@@ -4,7 +4,8 @@ streamed as server-sent events, and the console's built files.
 Any web process can stream what any web or worker process published. Each open stream holds
 one gunicorn thread, so streams get a bounded number of slots per process (STREAM_SLOTS) and
 the webhook path always keeps the rest; a stream also ends after STREAM_MAX_SECONDS, and the
-browser's EventSource reconnects on its own.
+console's stream client reconnects on its own. With API_TOKEN set, the stream needs the bearer
+token like the reads (service.api.access); the console's files stay open.
 """
 
 import json
@@ -17,9 +18,10 @@ import redis.exceptions
 
 from flask import Blueprint, Response, current_app, send_from_directory
 
+from service.api.access import API, token_required
 from service.api.errors import unavailable
 from service.extensions import redis_client
-from service.infra.notices import CHANNEL
+from service.infra.notices import channel
 
 PING_SECONDS = 5
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ bp = Blueprint("live", __name__)
 
 
 @bp.get("/events/stream")
+@token_required(API)
 def stream():
     """Server-sent events: conversation.*, message.*, reply.created."""
     slots = current_app.extensions["stream_slots"]
@@ -34,7 +37,7 @@ def stream():
         return unavailable("Too many open live streams on this process; retry shortly.")
     try:
         pubsub = redis_client.client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(CHANNEL)
+        pubsub.subscribe(channel())
     except redis.exceptions.RedisError:
         slots.release()
         raise

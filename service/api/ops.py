@@ -4,6 +4,7 @@ import time
 
 from flask import Blueprint, g, request
 
+from service.api.access import METRICS, token_required
 from service.api.errors import unavailable
 from service.extensions import redis_client
 from service.infra import metrics
@@ -29,6 +30,7 @@ def readyz():
 
 
 @bp.get("/metrics")
+@token_required(METRICS)
 def metrics_view():
     """Prometheus exposition."""
     try:

@@ -1,6 +1,8 @@
 """Marshmallow schemas: webhook events in, conversations out."""
 
-from datetime import UTC
+import re
+import uuid
+from datetime import UTC, datetime
 
 import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate
@@ -17,18 +19,85 @@ class Schema(ma.Schema):
         unknown = EXCLUDE
 
 
+# ISO-8601 extended calendar date and time, as senders write it: `T` (or RFC 3339's `t`),
+# seconds optional (Java omits them when zero), a fraction of any length after `.` or `,`
+# (Go writes nanoseconds; microseconds are kept, the rest truncated), then `Z`, `+hh:mm`,
+# `+hhmm`, `+hh` (or `-`) or nothing. `datetime.fromisoformat` alone is not the check: on
+# Python 3.11 it stops at a NUL and also takes week dates, basic format and a bare date.
+ISO_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
+    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+)
+
+# The UUID forms Python's documentation lists, any case: canonical 8-4-4-4-12, 32 hex digits,
+# either one braced or after `urn:uuid:`. `uuid.UUID` alone takes more by accident of `int()`
+# (a sign, spaces, underscores, `0x`, hyphens anywhere), some of which name another id.
+_HEX_UUID = (
+    r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"|[0-9A-Fa-f]{32})"
+)
+UUID_FORMS = rf"(?:urn:uuid:)?{_HEX_UUID}|\{{{_HEX_UUID}\}}"
+_UUID = re.compile(UUID_FORMS)
+
+# C0 and C1 control characters: NUL cannot go into a PostgreSQL string, and none of them
+# belongs in a query parameter.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def parse_timestamp(text):
+    """The aware UTC datetime of an ISO-8601 timestamp (ISO_TIMESTAMP; no offset means UTC,
+    SPEC "Events in"); ValueError for anything else, including a UTC value outside years
+    1-9999."""
+    if not isinstance(text, str) or not ISO_TIMESTAMP.fullmatch(text):
+        raise ValueError("not an ISO-8601 timestamp")
+    moment = datetime.fromisoformat(text.upper())
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 with a positive offset
+        raise ValueError("outside years 1-9999 in UTC") from None
+
+
+def parse_uuid(text):
+    """The uuid.UUID of an id in one of UUID_FORMS; ValueError otherwise. Every id the service
+    reads, in a body, a path or a query, goes through this one function."""
+    if not isinstance(text, str) or not _UUID.fullmatch(text):
+        raise ValueError("not a UUID")
+    return uuid.UUID(text)
+
+
 class Timestamp(fields.AwareDateTime):
-    """ISO-8601, with or without offset or microseconds; no offset means UTC."""
+    """ISO-8601, with or without offset or fraction of a second; no offset means UTC."""
 
     def __init__(self, **kwargs):
         super().__init__(format="iso", default_timezone=UTC, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        moment = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return moment.astimezone(UTC)
-        except OverflowError:  # e.g. year 1 with a positive offset
-            raise self.make_error("invalid", obj_type="datetime") from None
+            return parse_timestamp(value)
+        except ValueError:
+            raise self.make_error("invalid", input=value, obj_type="datetime") from None
+
+
+class Id(fields.UUID):
+    """A UUID in one of UUID_FORMS, loaded canonical."""
+
+    def _validated(self, value):
+        try:
+            return parse_uuid(value)
+        except ValueError:
+            raise self.make_error("invalid_uuid") from None
+
+
+class QueryText(fields.String):
+    """A text query parameter: no control character (a NUL would reach PostgreSQL)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if _CONTROL.search(text):
+            raise ValidationError("Must not contain control characters.")
+        return text
 
 
 def storable_text(value):
@@ -42,12 +111,26 @@ def storable_text(value):
 
 
 class ConversationRefSchema(Schema):
-    id = fields.UUID(required=True, metadata={"example": "6a41b347-8d80-4ce9-84ba-7af66f369f6a"})
+    id = Id(
+        required=True,
+        metadata={
+            "example": "6a41b347-8d80-4ce9-84ba-7af66f369f6a",
+            "description": "The conversation's id. NEW_CONVERSATION accepts an id once (then"
+            " 400 conversation_exists): to try it again, use a new UUID here and in the messages.",
+        },
+    )
 
 
 class NewMessageDataSchema(Schema):
-    id = fields.UUID(required=True, metadata={"example": "49108c71-4dca-4af3-9f32-61bc745926e2"})
-    conversation_id = fields.UUID(
+    id = Id(
+        required=True,
+        metadata={
+            "example": "49108c71-4dca-4af3-9f32-61bc745926e2",
+            "description": "Accepted once (then 400 duplicate_message): put a new UUID here to"
+            " try it again.",
+        },
+    )
+    conversation_id = Id(
         required=True, metadata={"example": "6a41b347-8d80-4ce9-84ba-7af66f369f6a"}
     )
     content = fields.String(
@@ -66,7 +149,14 @@ class NewMessageDataSchema(Schema):
 
 
 class _EventSchema(Schema):
-    timestamp = Timestamp(required=True, metadata={"example": "2025-06-04T14:20:05Z"})
+    timestamp = Timestamp(
+        required=True,
+        metadata={
+            "description": "ISO-8601 date and time (`T`, seconds and fraction optional), "
+            "offset `Z`, `+hh:mm`, `+hhmm`, `+hh` or none (UTC); nothing else around it",
+            "example": "2025-06-04T14:20:05Z",
+        },
+    )
 
 
 class NewConversationEventSchema(_EventSchema):
@@ -137,14 +227,17 @@ class ConversationPageSchema(Schema):
 
 class ConversationQueryArgsSchema(Schema):
     status = fields.String(validate=validate.OneOf([OPEN, CLOSED]))
-    q = fields.String(
+    q = QueryText(
         validate=validate.Length(min=1, max=36),
-        metadata={"description": "Prefix of the conversation id"},
+        metadata={
+            "description": "Prefix of the conversation id, any case, hyphens optional; "
+            "no control characters"
+        },
     )
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(
+    cursor = QueryText(
         validate=validate.Length(max=200),
-        metadata={"description": "next_cursor of the previous page"},
+        metadata={"description": "next_cursor of the previous page, exactly as given"},
     )
 
 
@@ -175,7 +268,7 @@ class HeldMessageSchema(Schema):
 
 class HeldQueryArgsSchema(Schema):
     status = fields.String(validate=validate.OneOf([HELD, EXPIRED]))
-    conversation_id = fields.UUID()
+    conversation_id = Id(metadata={"description": "In any form the webhook takes"})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 

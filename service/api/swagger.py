@@ -20,5 +20,11 @@ def index():
     return redirect(url_for("api-docs.openapi_swagger_ui"))
 
 
+@bp.get("/docs/")
+def index_with_slash():
+    """`/docs/`, as people type it (and as `/ui/` is spelled): 308 to the Swagger UI at `/docs`."""
+    return redirect(url_for("api-docs.openapi_swagger_ui"), code=308)
+
+
 def init_app(app):
     app.register_blueprint(bp)

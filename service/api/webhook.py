@@ -1,12 +1,12 @@
 """POST /webhook/: the three conversation events."""
 
-import json
-
 from flask import current_app, request
 from flask.views import MethodView
+from werkzeug.exceptions import Unauthorized
 
 from marshmallow import ValidationError
 
+from service.api.body import parse_json, read_body
 from service.api.errors import Blueprint, abort, docs_only
 from service.api.schemas import (
     AcceptedSchema,
@@ -76,15 +76,24 @@ def register_event_schemas(spec):
 
 
 def read_json_body():
-    """The request body as a JSON value, or an HTTP error that changes nothing."""
+    """The request body as a JSON value, or an HTTP error that changes nothing: 415 unless
+    declared as JSON, then the errors of service.api.body (413, 415, 400) and 401 for a
+    wrong signature.
+
+    The signature may cover the decoded body (the JSON the sender serialized) or, for a
+    compressed body, the bytes as sent: senders that compress sign the JSON before
+    compressing, and a signature over what was on the wire proves the same content.
+    """
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         abort(415, "unsupported_media_type", "Send the event as application/json.")
-    raw = request.get_data(cache=True)
-    check_signature(raw)
+    wire, decoded = read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        abort(400, "invalid_json", "The body is not valid UTF-8 JSON.")
+        check_signature(decoded)
+    except Unauthorized:
+        if wire is decoded:
+            raise
+        check_signature(wire)
+    return parse_json(decoded)
 
 
 @blp.route("/", strict_slashes=False)
@@ -100,10 +109,23 @@ class Webhook(MethodView):
         blp.alt_response(
             200, schema=ConversationSchema, description="Conversation closed", success=True
         ),
-        blp.alt_response(400, description="Invalid event or a business rule refused it"),
+        blp.alt_response(
+            400,
+            description="Invalid event or a business rule refused it: `invalid_json`,"
+            " `json_too_deep`, `invalid_encoding` (corrupt gzip or deflate data),"
+            " `invalid_event` or the rule's code",
+        ),
         blp.alt_response(401, description="Missing or wrong signature (only when a secret is set)"),
-        blp.alt_response(413, description="Body over the size limit"),
-        blp.alt_response(415, description="Body not declared as JSON"),
+        blp.alt_response(
+            413,
+            description="`payload_too_large`: body over the size limit, whether sent with"
+            " Content-Length or chunked, counted after decoding a Content-Encoding",
+        ),
+        blp.alt_response(
+            415,
+            description="`unsupported_media_type`: body not declared as JSON;"
+            " `unsupported_encoding`: a Content-Encoding other than gzip, deflate or identity",
+        ),
         blp.alt_response(503, description="Database or Redis unavailable; retry after Retry-After"),
     )
     def post(self):

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 DIST_INDEX = ROOT / "console" / "dist" / "index.html"
-# Tests never write tracked files: CONSOLE_SCREENSHOT=docs/console.png refreshes the README's.
+# Tests never write tracked files (tests/conftest.py fails a run that does): the README's
+# docs/console.png is refreshed by copying this one over it by hand. CONSOLE_SCREENSHOT moves it.
 SCREENSHOT = Path(os.environ.get("CONSOLE_SCREENSHOT") or ROOT / "instance" / "console.png")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -41,19 +42,43 @@ if _missing:
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-# Records what the page's EventSource receives, to tell live updates from fallback reloads.
+# Records what the page's live stream receives, to tell live updates from fallback reloads. The
+# console reads the stream over fetch (so it can send an API token: console/src/lib/sse.ts), so
+# the body of each /events/stream answer is copied (tee) and its events parsed here.
 RECORD_STREAM = """
 (() => {
-  const Original = window.EventSource;
+  const originalFetch = window.fetch.bind(window);
   window.__streamEvents = [];
-  window.EventSource = class extends Original {
-    addEventListener(type, listener, options) {
-      const recording = (ev) => {
-        window.__streamEvents.push({ type, data: ev.data });
-        return listener(ev);
-      };
-      return super.addEventListener(type, recording, options);
+  const record = async (body) => {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\\r\\n?/g, "\\n");
+      let end;
+      while ((end = buffer.indexOf("\\n\\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let type = "message";
+        const data = [];
+        for (const line of block.split("\\n")) {
+          if (line.startsWith("event:")) type = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length) window.__streamEvents.push({ type, data: data.join("\\n") });
+      }
     }
+  };
+  window.fetch = async (input, init) => {
+    const response = await originalFetch(input, init);
+    if (!String(input).includes("/events/stream") || !response.ok || !response.body) {
+      return response;
+    }
+    const [copy, page] = response.body.tee();
+    record(copy).catch(() => {});
+    const { status, statusText, headers } = response;
+    return new Response(page, { status, statusText, headers });
   };
 })();
 """

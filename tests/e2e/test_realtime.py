@@ -143,7 +143,7 @@ def test_worker_killed_mid_flush_the_group_is_still_answered_once(live_stack):
                 with closing(psycopg2.connect(dsn)) as probe, probe.cursor() as cur2:
                     cur2.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE '%%FOR UPDATE%%'"
+                        " AND datname = current_database() AND query LIKE '%%FOR UPDATE%%'"
                     )
                     return cur2.fetchone()[0] > 0
 

@@ -1,4 +1,9 @@
-"""The real migrations, up from empty, down to base and up again, on their own database."""
+"""The real migrations, up from empty, down to base and up again, in a schema of their own.
+
+They run in the test database (TEST_DATABASE_URL, the only one the tests use), in the schema
+`migrations_check`, put first on the search path through the connection's options: the other
+tests' tables in `public` are never touched, and no other database is created.
+"""
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -14,29 +19,37 @@ from service.extensions import db
 from tests import conftest
 
 TABLES = {"conversations", "messages", "held_messages"}
+SCHEMA = "migrations_check"
+
+
+def recreate_schema(create=True):
+    """Drop the migrations' schema with everything in it, and create it empty again."""
+    engine = create_engine(database_url(conftest.TEST_DATABASE_URL))
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
+        if create:
+            conn.execute(text(f'CREATE SCHEMA "{SCHEMA}"'))
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")
 def migrations_url():
-    """A fresh database next to the test one, used only by this module."""
+    """The test database's URL with `migrations_check` first on the search path."""
     url = make_url(database_url(conftest.TEST_DATABASE_URL))
-    name = f"{url.database}_migrations"
-    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with server.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    server.dispose()
+    yield url.update_query_dict({"options": f"-csearch_path={SCHEMA}"}).render_as_string(
+        hide_password=False
+    )
+    recreate_schema(create=False)
 
 
 @pytest.fixture
 def migrations_app(migrations_url, redis_conn):
-    """An app on the migrations database, emptied first, inside its app context."""
-    conftest.reset_schema(migrations_url)
+    """An app on the migrations schema, emptied first, inside its app context."""
+    recreate_schema()
     app = create_app(conftest.app_config(SQLALCHEMY_DATABASE_URI=migrations_url))
     with app.app_context():
+        assert db.session.execute(text("SELECT current_schema()")).scalar_one() == SCHEMA
+        db.session.rollback()
         yield app
         db.session.remove()
         db.engine.dispose()

@@ -1,14 +1,18 @@
 """Operator endpoints and options: health, readiness, metrics, live stream, signatures."""
 
 import json
-import threading
+import time
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from redis.connection import parse_url
 from rq import Worker
 
 from service.api.signatures import sign
-from service.infra.notices import CHANNEL, publish
+from service.extensions import redis_client
+from service.infra.notices import channel, publish
 from service.infra.queueing import SCHEDULER_HEARTBEAT_KEY, get_queue
+from tests.conftest import TEST_REDIS_URL
 from tests.helpers import (
     new_conversation,
     new_id,
@@ -16,6 +20,7 @@ from tests.helpers import (
     open_conversation,
     post,
     run_due_jobs,
+    wait_for,
 )
 
 
@@ -87,25 +92,104 @@ def test_metrics_with_redis_stopped_is_503(make_app):
         assert app.test_client().get("/metrics").status_code == 503
 
 
-def test_live_stream_delivers_published_events(app, client, redis_conn):
-    response = client.get("/events/stream", buffered=False)
-    assert response.mimetype == "text/event-stream"
+def open_stream(app):
+    """GET /events/stream of `app`, returned once Redis counts its subscription (so nothing
+    published afterwards can miss it), with the chunks it yields as text."""
+    with app.app_context():
+        live = channel()
+        before = subscribers(live)
+        response = app.test_client().get("/events/stream", buffered=False)
+        assert response.mimetype == "text/event-stream"
+        wait_for(lambda: subscribers(live) > before, timeout=5)
     chunks = (c.decode() if isinstance(c, bytes) else c for c in response.response)
+    return response, chunks
+
+
+def subscribers(name):
+    """How many connections of the whole Redis server listen on the channel `name`."""
+    return redis_client.client.pubsub_numsub(name)[0][1]
+
+
+def read_until(chunks, found, timeout=10):
+    """The events ({"event": ..., **data}) of a stream up to the first for which `found`
+    holds, read for at most about `timeout` seconds (the stream pings every 5 s)."""
+    deadline, text, events = time.monotonic() + timeout, "", []
+    while time.monotonic() < deadline:
+        text += next(chunks)
+        *blocks, text = text.split("\n\n")
+        for block in blocks:
+            data = [line[6:] for line in block.splitlines() if line.startswith("data: ")]
+            if data:
+                events.append(json.loads("\n".join(data)))
+                if found(events[-1]):
+                    return events
+    raise AssertionError(f"not received within {timeout}s; got {events}")
+
+
+def publish_from(app, event, **payload):
+    with app.app_context():
+        publish(redis_client.client, event, **payload)
+
+
+def other_redis_index(url):
+    """The same Redis server as `url`, one database index up. Nothing is stored there by
+    the tests that use it: they only publish and subscribe, which no index holds."""
+    index = int(parse_url(url).get("db") or 0)
+    return urlunsplit(urlsplit(url)._replace(path=f"/{(index + 1) % 16}"))
+
+
+def test_live_stream_delivers_published_events(app, client, redis_conn):
+    """Events of other copies of the service on the same channel (another run on this Redis
+    database) may come first: only this test's own event counts."""
+    response, chunks = open_stream(app)
     assert "connected" in next(chunks)
     conversation_id = new_id()
-    timer = threading.Timer(
-        0.2,
-        publish,
-        args=(redis_conn, "conversation.created"),
-        kwargs={"conversation_id": conversation_id},
-    )
-    timer.start()
-    received = ""
-    while "conversation.created" not in received:
-        received += next(chunks)
-    assert conversation_id in received
+    publish(redis_conn, "conversation.created", conversation_id=conversation_id)
+    events = read_until(chunks, lambda e: e.get("conversation_id") == conversation_id)
+    assert events[-1]["event"] == "conversation.created"
+    live = channel()
+    subscribed = subscribers(live)
     response.close()
-    assert redis_conn.pubsub_numsub(CHANNEL)[0][1] == 0
+    assert subscribers(live) == subscribed - 1
+
+
+def test_live_events_stay_in_their_redis_database(make_app, redis_conn):
+    """Two deployments on one Redis server, different database indexes: pub/sub channels
+    ignore the index, so each must publish on a channel of its own.
+
+    Redis runs commands one at a time, so an event published before the one a stream waits
+    for would have reached that stream first, were the channel shared. The other deployment
+    is a real one's index: it only publishes `test.marker`, an event no console listens to.
+    """
+    ours = make_app()
+    theirs = make_app(REDIS_URL=other_redis_index(TEST_REDIS_URL))
+    our_stream, our_chunks = open_stream(ours)
+    their_stream, their_chunks = open_stream(theirs)
+    before, mine, after = new_id(), new_id(), new_id()
+    publish_from(theirs, "test.marker", conversation_id=before)
+    publish_from(ours, "conversation.created", conversation_id=mine)
+    publish_from(theirs, "test.marker", conversation_id=after)
+
+    seen = read_until(our_chunks, lambda e: e.get("conversation_id") == mine)
+    assert before not in [e.get("conversation_id") for e in seen]
+    seen = read_until(their_chunks, lambda e: e.get("conversation_id") == after)
+    assert mine not in [e.get("conversation_id") for e in seen]
+    our_stream.close()
+    their_stream.close()
+
+
+def test_live_channel_setting_names_the_channel(make_app, redis_conn):
+    """LIVE_CHANNEL overrides the name derived from the index: deployments given the same
+    one share their events, whatever their indexes."""
+    shared = f"conversations:live:test-{new_id()}"
+    ours = make_app(LIVE_CHANNEL=shared)
+    theirs = make_app(REDIS_URL=other_redis_index(TEST_REDIS_URL), LIVE_CHANNEL=shared)
+    response, chunks = open_stream(ours)
+    assert redis_conn.pubsub_numsub(shared)[0][1] == 1
+    conversation_id = new_id()
+    publish_from(theirs, "conversation.created", conversation_id=conversation_id)
+    read_until(chunks, lambda e: e.get("conversation_id") == conversation_id)
+    response.close()
 
 
 def test_live_stream_slots_are_bounded(make_app):

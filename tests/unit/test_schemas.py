@@ -7,7 +7,7 @@ import pytest
 
 from marshmallow import ValidationError
 
-from service.api.schemas import load_event
+from service.api.schemas import load_event, parse_timestamp, parse_uuid
 
 CONVERSATION = "6a41b347-8d80-4ce9-84ba-7af66f369f6a"
 MESSAGE = "49108c71-4dca-4af3-9f32-61bc745926e2"
@@ -144,6 +144,11 @@ INVALID = {
         "timestamp",
     ),
     "timestamp null": (conversation(timestamp=None, id=CONVERSATION), "timestamp"),
+    "timestamp NUL then bytes": (
+        conversation(timestamp="2025-06-04T14:20:05Z\u0000garbage", id=CONVERSATION),
+        "timestamp",
+    ),
+    "id braced with urn": (conversation(id=f"urn:uuid:{{{CONVERSATION}}}"), "data"),
     "data missing": ({"type": "NEW_CONVERSATION", "timestamp": "2025-06-04T14:20:00Z"}, "data"),
     "data null": (
         {"type": "NEW_CONVERSATION", "timestamp": "2025-06-04T14:20:00Z", "data": None},
@@ -194,3 +199,96 @@ def test_invalid_events_raise_with_field_messages(payload, field):
     with pytest.raises(ValidationError) as info:
         load_event(payload, LIMIT)
     assert field in info.value.messages
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-06-04T14:20:05Z", datetime(2025, 6, 4, 14, 20, 5, tzinfo=UTC)),
+        ("2025-06-04t14:20:05z", datetime(2025, 6, 4, 14, 20, 5, tzinfo=UTC)),
+        ("2025-06-04T14:20", datetime(2025, 6, 4, 14, 20, tzinfo=UTC)),
+        ("2025-06-04T17:20:05+03", datetime(2025, 6, 4, 14, 20, 5, tzinfo=UTC)),
+        ("2025-06-04T17:20:05+0300", datetime(2025, 6, 4, 14, 20, 5, tzinfo=UTC)),
+        ("2025-06-04T14:20:05,25Z", datetime(2025, 6, 4, 14, 20, 5, 250000, tzinfo=UTC)),
+        ("2025-06-04T14:20:05.123456789Z", datetime(2025, 6, 4, 14, 20, 5, 123456, tzinfo=UTC)),
+        ("2025-06-04T14:20:05.9999999999Z", datetime(2025, 6, 4, 14, 20, 5, 999999, tzinfo=UTC)),
+        ("2025-01-01T00:00:00+23:59", datetime(2024, 12, 31, 0, 1, tzinfo=UTC)),
+        ("0001-01-01T00:00:00-01:00", datetime(1, 1, 1, 1, 0, tzinfo=UTC)),
+    ],
+)
+def test_parse_timestamp_forms(text, expected):
+    moment = parse_timestamp(text)
+    assert moment == expected
+    assert moment.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-06-04T14:20:05Z\x00garbage",
+        "2025-06-04T14:20:05Z\n",
+        " 2025-06-04T14:20:05Z",
+        "2025-06-04 14:20:05",
+        "2025-06-04T14:20:05.Z",
+        "2025-06-04T14:20:05+03:00:30",
+        "2025-06-04T14:20:05+24:00",
+        "2025-06-04T24:00:00",
+        "20250604T142005Z",
+        "2025-W23-3T14:20:05",
+        "2025-155T14:20:05",
+        "2025-06-04",
+        "\uff12\uff10\uff12\uff15-06-04T14:20:05",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "0000-01-01T00:00:00",
+        None,
+        1717510800,
+    ],
+)
+def test_parse_timestamp_refuses_the_rest(text):
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CONVERSATION,
+        CONVERSATION.upper(),
+        CONVERSATION.replace("-", ""),
+        f"{{{CONVERSATION}}}",
+        f"{{{CONVERSATION.replace('-', '')}}}",
+        f"urn:uuid:{CONVERSATION}",
+        f"urn:uuid:{CONVERSATION.replace('-', '').upper()}",
+    ],
+)
+def test_parse_uuid_forms(text):
+    assert parse_uuid(text) == UUID(CONVERSATION)
+
+
+HEX = CONVERSATION.replace("-", "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+" + HEX[1:],
+        " " + HEX[1:],
+        HEX[1:] + "\n",
+        "0x" + HEX[2:],
+        HEX[:4] + "_" + HEX[5:],
+        HEX[:4] + "-" + HEX[4:],
+        f"urn:uuid:{{{CONVERSATION}}}",
+        f"uuid:{CONVERSATION}",
+        f"URN:UUID:{CONVERSATION}",
+        f"{{{CONVERSATION}",
+        f"{{{{{CONVERSATION}}}}}",
+        CONVERSATION[:-1],
+        "",
+        None,
+        12,
+    ],
+)
+def test_parse_uuid_refuses_what_int_takes_by_accident(text):
+    with pytest.raises(ValueError):
+        parse_uuid(text)

@@ -1,3 +1,4 @@
+import { authorization, tokens } from './auth'
 import type {
   Activity,
   ConversationDetail,
@@ -24,6 +25,11 @@ export class ApiError extends Error {
 
   get isNotFound(): boolean {
     return this.status === 404
+  }
+
+  /** The service wants a (valid) API token: the console asks for one (lib/auth.ts). */
+  get isUnauthorized(): boolean {
+    return this.status === 401
   }
 
   /** Network failure, or a gateway/proxy/server error: the service is not usable right now. */
@@ -58,12 +64,14 @@ function errorCode(body: unknown): string | undefined {
   return undefined
 }
 
+/** A data call: sends the tab's API token when it has one, and reports a 401 for it. */
 async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const token = tokens.current()
   let res: Response
   try {
     res = await fetch(path, {
       ...init,
-      headers: { Accept: 'application/json', ...(init.headers ?? {}) },
+      headers: { Accept: 'application/json', ...authorization(token), ...(init.headers ?? {}) },
     })
   } catch (e) {
     // A request we cancelled ourselves is not an outage: callers drop it instead of showing an error.
@@ -71,6 +79,7 @@ async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
     throw new ApiError(0, null, 'Service unreachable', 'network_error')
   }
   const body = await readBody(res)
+  if (res.status === 401) tokens.refuse(token)
   if (!res.ok) {
     throw new ApiError(res.status, body, errorMessage(body, res.status), errorCode(body))
   }
@@ -119,7 +128,10 @@ export interface WebhookResult {
   body: unknown
 }
 
-/** POSTs a webhook event; never throws (the simulator shows whatever came back). */
+/**
+ * POSTs a webhook event; never throws (the simulator shows whatever came back). The webhook
+ * takes no API token (it has its own signature), so none is sent.
+ */
 export async function postWebhook(event: WebhookEvent): Promise<WebhookResult> {
   try {
     const res = await fetch('/webhook/', {
@@ -159,6 +171,7 @@ export function describeError(err: unknown, notFoundText = 'Not found'): string 
   if (err instanceof ApiError) {
     if (err.isUnreachable) return 'Service unreachable'
     if (err.isNotFound) return notFoundText
+    if (err.isUnauthorized) return 'Access token required'
     return err.message
   }
   return 'Unexpected error'

@@ -22,7 +22,8 @@ export function eventConversationIds(event: BusEvent): string[] {
 
 /**
  * What to reload after an event, given the conversation currently open (or null).
- * Unknown events do nothing; a reconnection reloads everything (events may have been missed).
+ * Unknown events do nothing; a reconnection reloads everything (events may have been missed),
+ * and so does a newly given API token.
  */
 export function decideRefresh(event: BusEvent, selectedId: string | null | undefined): RefreshDecision {
   const ids = eventConversationIds(event)
@@ -30,6 +31,7 @@ export function decideRefresh(event: BusEvent, selectedId: string | null | undef
 
   switch (event.name) {
     case 'stream.reconnected':
+    case 'auth.changed': // a token was given: what was refused can now be read
       return { ...ALL, conversation: !!selectedId, activity: !!selectedId }
     case 'conversation.created':
       // A conversation appeared; if it is the one open it now exists and held messages were released.

@@ -6,23 +6,15 @@ export interface ChatItem {
   pending: boolean
 }
 
-/** Messages in chronological order (stable for equal/unparsable timestamps). */
-export function sortMessages(messages: readonly Message[]): Message[] {
-  return messages
-    .map((m, i) => ({ m, i, t: Date.parse(m.timestamp) }))
-    .sort((a, b) => {
-      const ta = Number.isNaN(a.t) ? Infinity : a.t
-      const tb = Number.isNaN(b.t) ? Infinity : b.t
-      if (ta !== tb) return ta < tb ? -1 : 1
-      return a.i - b.i
-    })
-    .map((x) => x.m)
-}
-
-/** Sorts messages and marks the inbound ones that are waiting in the open group. */
+/**
+ * Chat items in the order the service recorded the messages, which is the order
+ * `GET /conversations/{id}/` lists them in (by arrival). Never by `timestamp`: a message's
+ * timestamp is its sender's clock and a reply's is the server's, so sorting by it can put a
+ * reply above the messages it answers. Marks the inbound ones waiting in the open group.
+ */
 export function toChatItems(messages: readonly Message[], group: PendingGroup | null | undefined): ChatItem[] {
   const pendingIds = new Set(group?.message_ids ?? [])
-  return sortMessages(messages).map((message) => ({
+  return messages.map((message) => ({
     message,
     pending: message.type === 'INBOUND' && pendingIds.has(message.id),
   }))

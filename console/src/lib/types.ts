@@ -81,7 +81,7 @@ export const STREAM_EVENT_NAMES = [
 export type StreamEventName = (typeof STREAM_EVENT_NAMES)[number]
 
 /** Local (in-page) events, emitted on the same bus as stream events. */
-export type LocalEventName = 'stream.reconnected' | 'local.webhook'
+export type LocalEventName = 'stream.reconnected' | 'local.webhook' | 'auth.changed'
 
 export interface StreamEventData {
   conversation_id?: string

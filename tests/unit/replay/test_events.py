@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 import time
 
-from scripts.replay.events import Placeholders, find_placeholders, parse_iso, parse_reply
+from scripts.replay.events import (
+    FreshIds,
+    Placeholders,
+    find_placeholders,
+    parse_iso,
+    parse_reply,
+)
 
 from .support import UUID_RE
 
@@ -35,3 +41,22 @@ def test_parse_reply() -> None:
     assert parse_reply("Mensagens recebidas:\na\nb\n") == ["a", "b"]
     assert parse_reply("Olá") is None
     assert parse_reply(None) is None
+
+
+def test_fresh_ids_replace_each_id_by_the_same_new_one() -> None:
+    conv, msg = "6a41b347-8d80-4ce9-84ba-7af66f369f6a", "49108c71-4dca-4af3-9f32-61bc745926e2"
+    ids = FreshIds()
+    first = ids.rewrite({"type": "NEW_CONVERSATION", "data": {"id": conv}})
+    second = ids.rewrite(
+        {"data": {"id": msg, "conversation_id": conv.upper(), "content": "not-a-uuid"}}
+    )
+
+    fresh_conv = first["data"]["id"]
+    assert UUID_RE.match(fresh_conv) and fresh_conv != conv
+    assert second["data"]["conversation_id"] == fresh_conv  # any case is the same id
+    assert UUID_RE.match(second["data"]["id"]) and second["data"]["id"] not in (msg, fresh_conv)
+    assert second["data"]["content"] == "not-a-uuid"
+    assert first["type"] == "NEW_CONVERSATION"
+    assert ids.values == {conv: fresh_conv, msg: second["data"]["id"]}
+    # Another run gets other ids.
+    assert FreshIds().rewrite(conv) != fresh_conv

@@ -1,0 +1,122 @@
+"""`make run` (scripts/run.sh) as a user runs it: a requested stop is a clean exit, a process
+that dies by itself is a failure, and the web listens on the loopback interface by default.
+
+Each run is a real scripts/run.sh in a session of its own (so a signal to its process group is
+what Ctrl-C in a terminal sends), on SQLite in a temporary directory and the test Redis.
+"""
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_REDIS_URL
+from tests.helpers import wait_for
+from tests.stack import ROOT, children_of, stack_env
+
+STOP_TIMEOUT = 60  # s: gunicorn's graceful stop plus the RQ worker's warm shutdown
+
+
+def _reset_sigint():
+    # A shell without job control starts background jobs with SIGINT ignored, and bash cannot
+    # trap a signal ignored at entry: start the script as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def run_script(tmp_path, redis_conn):
+    """Start scripts/run.sh; returns (process, base URL, log path). Everything it started is
+    killed afterwards, whatever the test did."""
+    started = []
+
+    def start():
+        env = stack_env(f"sqlite:///{tmp_path / 'run.db'}", TEST_REDIS_URL, strip=("API_TOKEN",))
+        del env["HOST"]  # the default of scripts/run.sh is under test
+        log = tmp_path / "run.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                ["bash", "scripts/run.sh"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_reset_sigint,
+            )
+        started.append(process)
+        base = f"http://127.0.0.1:{env['PORT']}"
+
+        def healthy():
+            assert process.poll() is None, log.read_text()
+            try:
+                return requests.get(f"{base}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, timeout=60, interval=0.2)
+        return process, base, log
+
+    yield start
+    for process in started:
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def _web_master(process):
+    """The gunicorn master among the script's children (found once it is up)."""
+    for pid in children_of(process.pid):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"gunicorn" in cmdline:
+            return pid
+    raise AssertionError("no gunicorn child of scripts/run.sh")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_requested_stop_is_a_clean_exit(run_script, sig):
+    process, _, log = run_script()
+
+    os.killpg(process.pid, sig)
+    code = process.wait(timeout=STOP_TIMEOUT)
+
+    output = log.read_text()
+    assert code == 0, output
+    assert output.rstrip().endswith("run: stopped"), output
+    assert "exited" not in output
+    # Every process it started is gone: nothing is left holding the port or the database.
+    wait_for(lambda: not _group_alive(process.pid), timeout=10)
+
+
+def test_a_process_that_dies_by_itself_fails_the_run(run_script):
+    process, base, log = run_script()
+
+    os.kill(_web_master(process), signal.SIGKILL)
+    code = process.wait(timeout=STOP_TIMEOUT)
+
+    output = log.read_text()
+    assert code != 0, output
+    assert "run: the web process exited by itself" in output
+    assert "run: stopped" not in output
+    # The others (worker, scheduler) were stopped with it.
+    wait_for(lambda: not _group_alive(process.pid), timeout=STOP_TIMEOUT)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/healthz", timeout=1)
+
+
+def test_the_web_listens_on_loopback_by_default(run_script):
+    _, _, log = run_script()
+
+    # gunicorn names the address it bound; 127.0.0.1 is not reachable from other machines.
+    assert "Listening at: http://127.0.0.1:" in log.read_text()
