@@ -7,7 +7,8 @@ The packages are layers, each importing only the ones below it (tests/unit/test_
     service.infra                             database, Redis buffer, queues, notices, metrics
     service.domain                            pure rules and the arrival clock
 
-This module (`create_app`), `config`, `extensions`, `logs` and `runtime` are the shell.
+This module (`create_app`), `config`, `extensions`, `logs`, `runtime` and `web_worker` are
+the shell.
 `config` and `extensions` import nothing of the service's own, so any layer but `domain` may
 use them. docs/architecture.md has the map and the path of one message through it.
 """
