@@ -51,6 +51,9 @@ bench: $(VENV)/.run
 
 ## reset: forget what `make run` stored (the SQLite database under instance/); stop it first
 reset:
+	@pid_file=$${RUN_PID_FILE:-instance/run.pid}; \
+	if [ -f "$$pid_file" ] && kill -0 "$$(cat "$$pid_file")" 2>/dev/null; then \
+		echo "reset: 'make run' is running (pid $$(cat "$$pid_file")); stop it first" >&2; exit 1; fi
 	rm -f instance/conversations.db instance/conversations.db-journal \
 		instance/conversations.db-wal instance/conversations.db-shm
 	@echo "reset: the next 'make run' starts with an empty database (a PostgreSQL DATABASE_URL is never touched)"

@@ -25,6 +25,7 @@ stop_children() {
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
   fi
+  if [ -n "${PID_FILE:-}" ]; then rm -f "$PID_FILE"; fi
 }
 
 stopped_on_request() {
@@ -71,6 +72,10 @@ if ! redis_answers "$url"; then
   fi
 fi
 
+# `make reset` refuses to delete the database under a running service.
+PID_FILE=${RUN_PID_FILE:-instance/run.pid}
+mkdir -p "$(dirname "$PID_FILE")"
+echo $$ >"$PID_FILE"
 "$BIN/flask" db upgrade
 start web "$BIN/gunicorn" -c gunicorn.conf.py wsgi:app
 start worker "$BIN/flask" worker

@@ -21,6 +21,10 @@ MAX_JSON_DEPTH = 32
 
 ACCEPTED_ENCODINGS = "gzip, deflate (zlib or raw) or identity"
 
+# Senders write one gzip member; each costs a decompressor, so a body of thousands of empty
+# members is refused instead of walked (RFC 1952 2.2 allows several, not how many).
+MAX_GZIP_MEMBERS = 16
+
 GZIP = zlib.MAX_WBITS | 16
 ZLIB = zlib.MAX_WBITS
 RAW_DEFLATE = -zlib.MAX_WBITS
@@ -45,7 +49,19 @@ def read_body(limit):
     if (request.content_length or 0) > limit:
         too_large(limit)
     # A chunked body (no Content-Length, the stream ended by the server) is cut at the cap.
-    wire = get_input_stream(request.environ, max_content_length=limit + 1).read()
+    stream = get_input_stream(request.environ, max_content_length=limit + 1)
+    try:
+        wire = stream.read()
+    except Exception:  # noqa: BLE001
+        # The server parses chunked framing while the app reads, and raises its own classes
+        # (gunicorn: InvalidChunkSize, ChunkMissingTerminator, InvalidHeader...); werkzeug
+        # raises ClientDisconnected for a body cut short. Whatever they are, they describe
+        # the sender's bytes, not a fault of the service.
+        wire = None
+    if wire is None and request.content_length is None:
+        abort(400, "invalid_framing", "The request body's chunked framing is malformed.")
+    if wire is None or len(wire) < (request.content_length or 0):
+        abort(400, "incomplete_body", "The body ended before its Content-Length.")
     if len(wire) > limit:
         too_large(limit)
     if coding is None:
@@ -82,8 +98,12 @@ def inflate(data, coding, limit):
         # RFC 9110 8.4.1.2 means the zlib format, but some senders send raw deflate.
         wbits = ZLIB if has_zlib_header(data) else RAW_DEFLATE
     decoded = b""
+    members = 0
     try:
         while True:
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise zlib.error("too many members")
             inflater = zlib.decompressobj(wbits)
             # max_length stays >= 1 (0 would mean no limit): len(decoded) <= limit here.
             decoded += inflater.decompress(data, limit + 1 - len(decoded))
@@ -116,8 +136,9 @@ def parse_json(data):
     except RecursionError:
         # Deeper than the parser can go: far over MAX_JSON_DEPTH.
         too_deep()
-    except ValueError:  # UnicodeDecodeError included
-        abort(400, "invalid_json", "The body is not valid UTF-8 JSON.")
+    except ValueError as error:  # UnicodeDecodeError included
+        # The parser's reason tells a sender which byte, or that a number is too long.
+        abort(400, "invalid_json", f"The body is not valid UTF-8 JSON ({str(error)[:120]}).")
     if nests_deeper_than(text, MAX_JSON_DEPTH):
         too_deep()
     return value

@@ -40,6 +40,9 @@ def metrics_view():
     return body, 200, {"Content-Type": content_type}
 
 
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
 def time_requests(app):
     """Measure every request for the latency histogram."""
 
@@ -52,7 +55,9 @@ def time_requests(app):
         started = getattr(g, "request_started", None)
         if started is not None:
             route = request.url_rule.rule if request.url_rule else "unmatched"
-            metrics.REQUEST_LATENCY.labels(request.method, route, response.status_code).observe(
+            # A label per method a client invents would grow /metrics without bound.
+            method = request.method if request.method in HTTP_METHODS else "other"
+            metrics.REQUEST_LATENCY.labels(method, route, response.status_code).observe(
                 time.perf_counter() - started
             )
         return response

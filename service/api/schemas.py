@@ -26,7 +26,7 @@ class Schema(ma.Schema):
 # Python 3.11 it stops at a NUL and also takes week dates, basic format and a bare date.
 ISO_TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
-    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?"
 )
 
 # The UUID forms Python's documentation lists, any case: canonical 8-4-4-4-12, 32 hex digits,

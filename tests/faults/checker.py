@@ -116,13 +116,15 @@ class Report:
 def _fault_bound(windows, last_us, due_us):
     """The latest moment (us) the group may be answered if a fault touched it, else None.
 
-    A fault touches a group due after the fault started whose last message came before the
-    fault was repaired; it must be answered within AFTER_FAULT of the repair (or its due).
+    A fault touches a group whose last message came before the fault was repaired and which
+    was due after the fault started, or at most ON_TIME before: such a group was not late yet
+    when the fault struck (its flush may have been on its way). It must be answered within
+    AFTER_FAULT of the repair (or of its due time).
     """
     ends = [
         max(round(w.end * US), due_us)
         for w in windows
-        if due_us >= round(w.start * US) and last_us < round(w.end * US)
+        if due_us >= round((w.start - ON_TIME) * US) and last_us < round(w.end * US)
     ]
     return max(ends) + round(AFTER_FAULT * US) if ends else None
 

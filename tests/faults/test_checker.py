@@ -121,6 +121,16 @@ def test_a_group_due_before_the_fault_is_on_time():
     assert report.late == 1
 
 
+def test_a_group_due_just_before_the_fault_belongs_to_it():
+    """Due 0.5 s before a 10 s fault: not late yet when it struck, so the fault's bound."""
+    fault = [Window("x", (T0 + 5.5 * US) / US, (T0 + 15.5 * US) / US)]
+    report = check([("a", 0, "r1")], [("r1", 16.0, ["a"])], windows=fault)
+    assert report.problems() == [] and report.late == 0
+    earlier = [Window("x", (T0 + 6.6 * US) / US, (T0 + 16.6 * US) / US)]
+    report = check([("a", 0, "r1")], [("r1", 17.0, ["a"])], windows=earlier)
+    assert report.late == 1
+
+
 def test_a_reply_committed_late_counts_from_when_it_was_seen():
     seen = {"r1": (T0 + 9 * US) / US}
     report = check([("a", 0, "r1")], [("r1", 5.1, ["a"])], seen=seen, seen_slack=0.25)

@@ -86,6 +86,15 @@ def test_metrics_count_events_and_replies(client, fake_clock):
     assert "http_request_duration_seconds_bucket" in body
 
 
+def test_metrics_label_unknown_methods_as_other(client):
+    """A method label per request's whim would let anyone grow /metrics without bound."""
+    for method in ("FOOBAR", "QWERTYUIOP", "get"):
+        client.open("/healthz", method=method)
+    body = client.get("/metrics").get_data(as_text=True)
+    assert 'method="other"' in body
+    assert "FOOBAR" not in body and "QWERTYUIOP" not in body
+
+
 def test_metrics_with_redis_stopped_is_503(make_app):
     app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
     with app.app_context():

@@ -43,6 +43,7 @@ def run_script(tmp_path, redis_conn):
     def start():
         env = stack_env(f"sqlite:///{tmp_path / 'run.db'}", TEST_REDIS_URL, strip=("API_TOKEN",))
         del env["HOST"]  # the default of scripts/run.sh is under test
+        env["RUN_PID_FILE"] = str(tmp_path / "run.pid")
         log = tmp_path / "run.log"
         with log.open("w") as out:
             process = subprocess.Popen(
@@ -120,3 +121,27 @@ def test_the_web_listens_on_loopback_by_default(run_script):
 
     # gunicorn names the address it bound; 127.0.0.1 is not reachable from other machines.
     assert "Listening at: http://127.0.0.1:" in log.read_text()
+
+
+def test_reset_refuses_while_the_service_runs(run_script, tmp_path):
+    """`make reset` must not delete the database under a running service (and does once it
+    stopped). Run on a copy of the Makefile in a scratch directory, so that a reset that
+    wrongly goes ahead deletes a stand-in, never a real local database."""
+    process, _, _ = run_script()
+    scratch = tmp_path / "scratch"
+    (scratch / "instance").mkdir(parents=True)
+    (scratch / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    database = scratch / "instance" / "conversations.db"
+    database.write_text("stand-in")
+    env = {**os.environ, "RUN_PID_FILE": str(tmp_path / "run.pid")}
+
+    refused = subprocess.run(["make", "-s", "reset"], cwd=scratch, env=env, capture_output=True)
+    assert refused.returncode != 0
+    assert "stop it first" in refused.stderr.decode()
+    assert database.exists()
+
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=STOP_TIMEOUT)
+    done = subprocess.run(["make", "-s", "reset"], cwd=scratch, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert not database.exists()

@@ -6,6 +6,7 @@ Chunked framing only exists on a real server, so those tests go through gunicorn
 
 import gzip
 import json
+import socket
 import time
 import uuid
 import zlib
@@ -95,6 +96,55 @@ def test_chunked_gzip_body_is_decoded(app, web):
     assert stored(conversation_id)
 
 
+def send_raw(web, request_bytes):
+    """Send bytes as they are to the server of `web`, then close the sending side; return
+    (status, JSON body)."""
+    host, port = web.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"zz\r\nab\r\n0\r\n\r\n",  # a size that is not hex
+        b"2\r\nabX0\r\n\r\n",  # no CRLF after the chunk's data
+        b"-5\r\nabcde\r\n0\r\n\r\n",
+        b"2\r\n{}\r\n0\r\nno-colon-trailer\r\n\r\n",
+    ],
+    ids=["size-not-hex", "missing-crlf", "negative-size", "bad-trailer"],
+)
+def test_malformed_chunked_framing_is_400(web, chunks):
+    """gunicorn raises its own parse errors while the app reads the body: they are the
+    sender's framing, so 400 in the error shape, never 500."""
+    head = (
+        b"POST /webhook/ HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    status, body = send_raw(web, head + chunks)
+    assert status == 400
+    assert body["error"] == "invalid_framing"
+
+
+def test_body_shorter_than_its_content_length_is_400(app, web):
+    conversation_id = new_id()
+    body = event_bytes(conversation_id)
+    head = (
+        b"POST /webhook/ HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (len(body) + 100)
+    )
+    status, answer = send_raw(web, head + body)
+    assert status == 400
+    assert answer["error"] == "incomplete_body"
+    assert not stored(conversation_id)
+
+
 # --- encodings (Flask test client) ---------------------------------------------------------
 
 
@@ -130,6 +180,16 @@ def test_gzip_members_decode_as_one_body(client):
     members = gzip.compress(body[:10]) + gzip.compress(body[10:])
     response = client.post("/webhook/", data=members, headers={**JSON, "Content-Encoding": "gzip"})
     assert response.status_code == 201, response.get_json()
+
+
+def test_too_many_gzip_members_is_400_at_once(client):
+    """Each member costs a decompressor; a body of empty members is refused, not walked."""
+    members = gzip.compress(b"", mtime=0) * 50_000
+    started = time.perf_counter()
+    response = client.post("/webhook/", data=members, headers={**JSON, "Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_encoding"
+    assert time.perf_counter() - started < 0.5
 
 
 def test_gzip_bomb_is_413_without_being_inflated_whole(client, monkeypatch):
