@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -216,3 +217,15 @@ class LiveStack:
 
     def conversation(self, conversation_id):
         return requests.get(f"{self.base_url}/conversations/{conversation_id}/", timeout=10).json()
+
+
+@contextmanager
+def running_web(env, logs=None):
+    """A LiveStack with only its web process (gunicorn), answering; stopped on leaving."""
+    stack = LiveStack(env, logs=logs)
+    try:
+        stack.spawn("web")
+        stack.wait_web()
+        yield stack
+    finally:
+        stack.stop()

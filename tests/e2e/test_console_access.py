@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from tests.e2e.test_console import ROOT, browser  # noqa: F401 (browser: a fixture)
 from tests.helpers import new_conversation, new_id
-from tests.stack import LiveStack, free_port
+from tests.stack import free_port, running_web
 
 pytestmark = pytest.mark.browser
 TOKENS = ("old-token", "new-token")
@@ -21,13 +21,8 @@ TOKENS = ("old-token", "new-token")
 def guarded_web(live_stack):
     """A web process of the live stack's deployment, started with API_TOKEN."""
     env = {**live_stack.env, "PORT": str(free_port()), "API_TOKEN": " , ".join(TOKENS)}
-    stack = LiveStack(env, logs=ROOT / "instance" / "e2e-logs" / "access")
-    try:
-        stack.spawn("web")
-        stack.wait_web()
+    with running_web(env, logs=ROOT / "instance" / "e2e-logs" / "access") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import requests
 from service import create_app
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, app_config, empty_tables
 from tests.proxy import NGINX, TEMPLATE, VARIABLES, Proxy, render
-from tests.stack import LiveStack, free_port, stack_env
+from tests.stack import free_port, running_web, stack_env
 
 CLIENT_TIMEOUT = 2  # seconds: PROXY_CLIENT_TIMEOUT of the proxy under test
 STALLED = 32
@@ -40,13 +40,10 @@ if not Path(NGINX).exists():
 @pytest.fixture(scope="module")
 def web(_schema):
     """gunicorn as `make run` and the image start it, on the test database and Redis."""
-    stack = LiveStack(stack_env(TEST_DATABASE_URL, TEST_REDIS_URL))
     try:
-        stack.spawn("web")
-        stack.wait_web()
-        yield stack
+        with running_web(stack_env(TEST_DATABASE_URL, TEST_REDIS_URL)) as stack:
+            yield stack
     finally:
-        stack.stop()
         empty_tables(create_app(app_config()))
         redis.Redis.from_url(TEST_REDIS_URL).flushdb()
 

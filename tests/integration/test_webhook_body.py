@@ -20,7 +20,7 @@ from service.extensions import db
 from service.infra.models import Conversation
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.helpers import new_conversation, new_id, new_message, open_conversation
-from tests.stack import LiveStack, stack_env
+from tests.stack import running_web, stack_env
 
 LIMIT = 1024 * 1024  # MAX_BODY_BYTES's default, which the gunicorn below runs with
 JSON = {"Content-Type": "application/json"}
@@ -30,13 +30,8 @@ JSON = {"Content-Type": "application/json"}
 def web(_schema, tmp_path_factory):
     """The base URL of a real gunicorn serving the app on the test database and Redis."""
     env = stack_env(TEST_DATABASE_URL, TEST_REDIS_URL, strip=("MAX_BODY_BYTES", "WEBHOOK_SECRET"))
-    stack = LiveStack(env | {"WEB_CONCURRENCY": "1"}, logs=tmp_path_factory.mktemp("web"))
-    stack.spawn("web")
-    try:
-        stack.wait_web()
+    with running_web(env | {"WEB_CONCURRENCY": "1"}, logs=tmp_path_factory.mktemp("web")) as stack:
         yield stack.base_url
-    finally:
-        stack.stop()
 
 
 def stored(conversation_id):
