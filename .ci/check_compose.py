@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-APP = ("web", "worker", "scheduler")
+APP = ("web", "worker", "delivery-worker", "scheduler")
 REQUIRED = (*APP, "migrate", "postgres", "redis", "proxy")
 TEMPLATE = "deploy/nginx/conversations.conf.template"
 

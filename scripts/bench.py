@@ -85,9 +85,11 @@ def http(method, url, body=None):
 
 
 class Stack:
-    def __init__(self, env, workers):
+    def __init__(self, env, workers, delivery_workers=0):
         self.env = env
         self.workers = workers
+        # `flask worker --queue deliveries` processes (scripts/bench_delivery.py).
+        self.delivery_workers = delivery_workers
         self.processes = []
 
     def start(self):
@@ -103,6 +105,8 @@ class Stack:
         spawn("web", str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app")
         for i in range(self.workers):
             spawn(f"worker-{i}", str(BIN / "flask"), "worker")
+        for i in range(self.delivery_workers):
+            spawn(f"delivery-worker-{i}", str(BIN / "flask"), "worker", "--queue", "deliveries")
         spawn("scheduler", str(BIN / "flask"), "scheduler")
         base = f"http://127.0.0.1:{self.env['PORT']}"
         deadline = time.monotonic() + 60

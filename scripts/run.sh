@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run web, worker and scheduler together until Ctrl-C or SIGTERM, which stops all of them.
+# Run web, worker and scheduler (plus a delivery worker when REPLY_WEBHOOK_URL is set) together
+# until Ctrl-C or SIGTERM, which stops all of them.
 # Used by `make run`; configuration comes from the environment and an optional .env file.
 # Exit status: 0 after a requested stop (Ctrl-C, SIGTERM); 1 when a process exits by itself.
 set -euo pipefail
@@ -79,6 +80,11 @@ echo $$ >"$PID_FILE"
 "$BIN/flask" db upgrade
 start web "$BIN/gunicorn" -c gunicorn.conf.py wsgi:app
 start worker "$BIN/flask" worker
+# Deliveries (on only with REPLY_WEBHOOK_URL) have a worker of their own: a slow receiver must
+# never hold up a flush.
+if [ -n "${REPLY_WEBHOOK_URL:-}" ]; then
+  start delivery-worker "$BIN/flask" worker --queue deliveries
+fi
 start scheduler "$BIN/flask" scheduler
 echo "run: web on http://$HOST:$PORT (API docs at /docs, console at /ui/); Ctrl-C stops everything"
 status=0

@@ -13,11 +13,12 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from service.domain.clock import seconds_us
+from service.domain.delivery import STATUSES
 from service.domain.rules import EXPIRED, HELD
 from service.infra.database import bound_waits_of_serving_process
-from service.infra.queueing import get_scheduler, run_worker
-from service.pipeline import holds, replies
-from service.pipeline.queries import list_held
+from service.infra.queueing import REPLIES, ROLES, get_scheduler, run_worker
+from service.pipeline import deliveries, holds, replies
+from service.pipeline.queries import list_deliveries, list_held
 from service.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,23 @@ log = logging.getLogger(__name__)
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Run the jobs already queued, then exit.")
 @click.option("--name", default=None, help="Worker name (default: generated).")
-def worker_command(burst, name):
-    """Run an RQ worker for flush_group and the periodic jobs (warm shutdown on SIGTERM);
-    it waits out Redis outages."""
+@click.option(
+    "--queue",
+    "role",
+    type=click.Choice(ROLES),
+    default=REPLIES,
+    show_default=True,
+    help="replies: flush_group and the periodic jobs; deliveries: deliver_replies.",
+)
+def worker_command(burst, name, role):
+    """Run an RQ worker (warm shutdown on SIGTERM) that waits out Redis outages: by default
+    for flush_group and the periodic jobs; with `--queue deliveries` for deliver_replies, which
+    needs a worker of its own when REPLY_WEBHOOK_URL is set."""
     # rq logs every job at INFO; our own flush_group lines say what matters.
     level = "DEBUG" if current_app.config["LOG_LEVEL"] == "DEBUG" else "WARNING"
     bound_waits_of_serving_process(current_app)
     freeze_startup_objects()
-    run_worker(name, burst=burst, logging_level=level)
+    run_worker(name, burst=burst, logging_level=level, role=role)
 
 
 @click.command("scheduler")
@@ -88,9 +98,66 @@ def expire_held():
     click.echo(f"expired {dropped} held message(s)")
 
 
+@click.command("deliver_replies")
+def deliver_replies():
+    """Send the due replies to REPLY_WEBHOOK_URL now (one pass) and print the outcomes."""
+    if not deliveries.delivery_on():
+        raise click.ClickException("delivery is off: REPLY_WEBHOOK_URL is not set")
+    totals = deliveries.deliver_replies()
+    click.echo(", ".join(f"{outcome} {count}" for outcome, count in totals.items()))
+
+
+deliveries_cli = AppGroup("deliveries", help="Deliveries of the replies to REPLY_WEBHOOK_URL.")
+
+
+def _when(moment):
+    return moment.isoformat(timespec="seconds") if moment is not None else "-"
+
+
+@deliveries_cli.command("list")
+@click.option("--status", type=click.Choice(STATUSES), help="Only deliveries in this state.")
+@click.option("--conversation", type=click.UUID, help="Only this conversation's replies.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def deliveries_list(status, conversation, limit):
+    """List deliveries as a table, newest reply first."""
+    rows, _ = list_deliveries(status=status, conversation_id=conversation, limit=limit)
+    click.echo(
+        f"{'REPLY ID':36}  {'CONVERSATION':36}  {'STATUS':9}  {'ATTEMPTS':>8}  "
+        f"{'NEXT ATTEMPT':25}  LAST ERROR"
+    )
+    for row in rows:
+        click.echo(
+            f"{row['reply_id']!s:36}  {row['conversation_id']!s:36}  {row['status']:9}  "
+            f"{row['attempts']:>8}  {_when(row['next_attempt_at']):25}  {row['last_error'] or '-'}"
+        )
+
+
+@deliveries_cli.command("retry")
+@click.argument("reply_ids", nargs=-1, type=click.UUID)
+@click.option("--all-dead", is_flag=True, help="Every dead delivery.")
+def deliveries_retry(reply_ids, all_dead):
+    """Send dead replies again (by reply id, or --all-dead): pending at once, new retry window.
+
+    Exits 1 when some of the given ids were not dead deliveries (unknown, pending or
+    delivered); those are left as they are.
+    """
+    if bool(reply_ids) == all_dead:
+        raise click.UsageError("Give reply ids or --all-dead (one of them).")
+    retried = deliveries.retry_deliveries(reply_ids=list(reply_ids) or None, all_dead=all_dead)
+    click.echo(f"retried {retried} dead {'delivery' if retried == 1 else 'deliveries'}")
+    if reply_ids and retried < len(set(reply_ids)):
+        click.echo(
+            f"{len(set(reply_ids)) - retried} of the ids given are not dead deliveries "
+            "(see `flask deliveries list`)",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
 def init_app(app):
     app.cli.add_command(worker_command)
     app.cli.add_command(scheduler_command)
     app.cli.add_command(held_cli)
-    for command in (prune_held, reconcile_groups, expire_held):
+    app.cli.add_command(deliveries_cli)
+    for command in (prune_held, reconcile_groups, expire_held, deliver_replies):
         app.cli.add_command(command)

@@ -1,5 +1,6 @@
 """Configuration from the environment, read in one place."""
 
+import base64
 import os
 from pathlib import Path
 
@@ -39,6 +40,38 @@ def _tokens(env, name):
     """A comma-separated list of tokens or secrets (several, for rotation), whitespace trimmed
     and empty entries dropped: [] when unset."""
     return [token.strip() for token in (env.get(name) or "").split(",") if token.strip()]
+
+
+def _delivery(env):
+    """The outbound delivery settings (off unless REPLY_WEBHOOK_URL is set). Secrets are in the
+    Standard Webhooks form `whsec_<base64>`, several comma-separated for rotation; one is
+    required when the URL is set."""
+    url = (env.get("REPLY_WEBHOOK_URL") or "").strip() or None
+    secrets = _tokens(env, "REPLY_WEBHOOK_SECRET")
+    if url is not None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"REPLY_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+        if not secrets:
+            raise ConfigError("REPLY_WEBHOOK_SECRET is required when REPLY_WEBHOOK_URL is set")
+        for secret in secrets:
+            if not secret.startswith("whsec_") or not _base64(secret[len("whsec_") :]):
+                raise ConfigError("REPLY_WEBHOOK_SECRET entries must look like whsec_<base64>")
+    return {
+        "REPLY_WEBHOOK_URL": url,
+        "REPLY_WEBHOOK_SECRETS": secrets,
+        "DELIVERY_TIMEOUT_SECONDS": _number(env, "DELIVERY_TIMEOUT_SECONDS", 5.0),
+        "DELIVERY_RETRY_HOURS": _number(env, "DELIVERY_RETRY_HOURS", 24.0),
+        "DELIVERY_MAX_BACKOFF_SECONDS": _number(env, "DELIVERY_MAX_BACKOFF_SECONDS", 30.0),
+        # Whole seconds: rq-scheduler keeps periodic intervals as integers.
+        "DELIVERY_INTERVAL": _number(env, "DELIVERY_INTERVAL", 1, int),
+    }
+
+
+def _base64(text):
+    try:
+        return len(base64.b64decode(text, validate=True)) > 0
+    except ValueError:
+        return False
 
 
 def database_url(url):
@@ -93,4 +126,5 @@ def load_config(instance_path, env=None):
         # Server-side prepared statements on the message hot path. Turn off behind a pooler
         # that does not keep a server connection per client (PgBouncer in transaction mode).
         "DB_PREPARED_STATEMENTS": _flag(env, "DB_PREPARED_STATEMENTS", True),
+        **_delivery(env),
     }

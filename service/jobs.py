@@ -8,7 +8,7 @@ import logging
 from functools import wraps
 
 from service.extensions import db
-from service.pipeline import holds, replies
+from service.pipeline import deliveries, holds, replies
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +57,10 @@ def reconcile_groups():
 def expire_held():
     """Join or expire held messages whose hold window has passed; returns how many expired."""
     return holds.expire_held()
+
+
+@_job
+def deliver_replies():
+    """One delivery pass: send the due replies to REPLY_WEBHOOK_URL and record the answers;
+    returns the attempts by outcome ({"delivered": n, "retry": n, "dead": n})."""
+    return deliveries.deliver_replies()

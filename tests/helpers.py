@@ -5,7 +5,7 @@ import uuid
 
 from rq.registry import FailedJobRegistry
 
-from service.infra.queueing import get_queue, get_scheduler, get_worker
+from service.infra.queueing import ROLES, get_queue, get_scheduler, get_worker
 
 
 def new_id():
@@ -67,14 +67,16 @@ def reply_ids(reply):
 
 def run_due_jobs(max_rounds=50):
     """Move due scheduled jobs to the queue and run them in-process until none is due."""
-    scheduler, worker, queue = get_scheduler(), get_worker(), get_queue()
+    scheduler, worker = get_scheduler(), get_worker(roles=ROLES)
+    queues = [get_queue(role) for role in ROLES]
     for _ in range(max_rounds):
         scheduler.enqueue_jobs()
-        if queue.count == 0:
+        if not any(queue.count for queue in queues):
             break
         worker.work(burst=True)
-    failed = FailedJobRegistry(queue=queue)
-    assert failed.count == 0, [queue.fetch_job(j).exc_info for j in failed.get_job_ids()]
+    for queue in queues:
+        failed = FailedJobRegistry(queue=queue)
+        assert failed.count == 0, [queue.fetch_job(j).exc_info for j in failed.get_job_ids()]
 
 
 def wait_for(predicate, timeout=15.0, interval=0.05):

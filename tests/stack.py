@@ -65,12 +65,14 @@ def children_of(pid):
 class LiveStack:
     """The service's processes, started and stopped by the tests.
 
-    Processes have names: "web" (the gunicorn master), "worker-N" and "scheduler-N".
+    Processes have names: "web" (the gunicorn master), "worker-N", "deliveries-N" (workers of
+    the deliveries queue) and "scheduler-N".
     """
 
     COMMANDS = {
         "web": [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
         "worker": [str(BIN / "flask"), "worker"],
+        "deliveries": [str(BIN / "flask"), "worker", "--queue", "deliveries"],
         "scheduler": [str(BIN / "flask"), "scheduler"],
     }
 
@@ -141,6 +143,9 @@ class LiveStack:
 
     def start_workers(self, count=2):
         self._add("worker", count)
+
+    def start_delivery_workers(self, count=1):
+        self._add("deliveries", count)
 
     def start_schedulers(self, count=1):
         self._add("scheduler", count)

@@ -17,15 +17,17 @@ api = Api(spec_kwargs={"extra_plugins": [BearerSecurityPlugin()]})
 
 def init_app(app):
     """Bind the API to the app and register every blueprint."""
-    from service.api import access, conversations, live, ops, swagger, webhook
+    from service.api import access, conversations, deliveries, live, ops, swagger, webhook
 
     # The reads show customers' messages: behind API_TOKEN when set (service.api.access).
-    access.protect(conversations.blp, conversations.held_blp)
+    # So do the deliveries, and their retry (the one write besides the webhook) with them.
+    access.protect(conversations.blp, conversations.held_blp, deliveries.blp)
     api.init_app(app)
     webhook.register_event_schemas(api.spec)
     api.register_blueprint(webhook.blp)
     api.register_blueprint(conversations.blp)
     api.register_blueprint(conversations.held_blp)
+    api.register_blueprint(deliveries.blp)
     swagger.init_app(app)
     ops.init_app(app)
     live.init_app(app)

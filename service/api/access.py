@@ -1,7 +1,8 @@
 """Read access: bearer tokens in front of what shows customers' data (../shared/SPEC.md,
 "Access").
 
-With `API_TOKEN` set, the conversation and held-message reads and the live stream need
+With `API_TOKEN` set, the conversation and held-message reads, the deliveries (their retry
+too) and the live stream need
 `Authorization: Bearer <token>` (any of the configured tokens, so one can be rotated in before
 the old one is dropped); with `METRICS_TOKEN` set, so does `/metrics`. Anything else is
 answered 401 `unauthorized` with `WWW-Authenticate: Bearer`. Without a token configured,
@@ -105,8 +106,8 @@ class BearerSecurityPlugin(BasePlugin):
             {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "One of the tokens of API_TOKEN. Needed by the reads only "
-                "when API_TOKEN is set; without it they are open.",
+                "description": "One of the tokens of API_TOKEN. Needed by the reads and the "
+                "delivery retries only when API_TOKEN is set; without it they are open.",
             },
         )
 

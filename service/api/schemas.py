@@ -1,4 +1,4 @@
-"""Marshmallow schemas: webhook events in, conversations out."""
+"""Marshmallow schemas: webhook events in, conversations and deliveries out."""
 
 import re
 import uuid
@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate
 
+from service.domain.delivery import STATUSES as DELIVERY_STATUSES
 from service.domain.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND, RECEIVED, SENT
 
 EVENT_TYPES = ("NEW_CONVERSATION", "NEW_MESSAGE", "CLOSE_CONVERSATION")
@@ -197,11 +198,50 @@ def load_event(payload, max_message_chars):
     return event
 
 
+class DeliveryStateSchema(Schema):
+    """Where a reply's delivery to REPLY_WEBHOOK_URL stands."""
+
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(DELIVERY_STATUSES),
+        metadata={
+            "description": "pending: to be sent or retried; delivered: the receiver answered "
+            "2xx; dead: given up (a 4xx other than 408/429, or past the retry window) until "
+            "an operator retries it"
+        },
+    )
+    attempts = fields.Integer(required=True, metadata={"description": "Attempts made so far"})
+    next_attempt_at = fields.AwareDateTime(
+        required=True, format="iso", allow_none=True, metadata={"description": "While pending"}
+    )
+    last_attempt_at = fields.AwareDateTime(required=True, format="iso", allow_none=True)
+    last_status = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "HTTP status of the last attempt; null when none answered"},
+    )
+    last_error = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why the last attempt failed", "example": "HTTP 503"},
+    )
+    delivered_at = fields.AwareDateTime(required=True, format="iso", allow_none=True)
+
+
 class MessageSchema(Schema):
     id = fields.UUID(required=True)
     type = fields.String(required=True, validate=validate.OneOf([INBOUND, OUTBOUND]))
     content = fields.String(required=True)
     timestamp = fields.AwareDateTime(required=True, format="iso")
+    delivery = fields.Nested(
+        DeliveryStateSchema,
+        allow_none=True,
+        metadata={
+            "description": "OUTBOUND messages only, when delivery is on (REPLY_WEBHOOK_URL) or "
+            "the reply has a delivery record; null for a reply without one (stored before "
+            "delivery was on, or a SENT message)"
+        },
+    )
 
 
 class ConversationSchema(Schema):
@@ -286,3 +326,49 @@ class ActivitySchema(Schema):
     conversation_id = fields.UUID(required=True)
     group = fields.Nested(GroupSchema, required=True, allow_none=True)
     held = fields.List(fields.Nested(HeldMessageSchema), required=True)
+
+
+class DeliverySchema(DeliveryStateSchema):
+    reply_id = fields.UUID(required=True, metadata={"description": "Also the webhook-id sent"})
+    conversation_id = fields.UUID(required=True)
+    created_at = fields.AwareDateTime(
+        required=True, format="iso", metadata={"description": "When the reply was stored"}
+    )
+
+
+class DeliveryPageSchema(Schema):
+    items = fields.List(fields.Nested(DeliverySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class DeliveryQueryArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
+    conversation_id = Id(metadata={"description": "In any form the webhook takes"})
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    cursor = QueryText(
+        validate=validate.Length(max=200),
+        metadata={"description": "next_cursor of the previous page, exactly as given"},
+    )
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON true or false, nothing that merely looks like one ("true", 1)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class RetryDeadSchema(Schema):
+    all_dead = StrictBoolean(
+        required=True,
+        validate=validate.Equal(True, error="Must be true: retry every dead delivery."),
+        metadata={"description": "Must be true: every dead delivery goes back to pending"},
+    )
+
+
+class RetriedSchema(Schema):
+    retried = fields.Integer(
+        required=True, metadata={"description": "How many dead deliveries are pending again"}
+    )

@@ -48,6 +48,13 @@ COUNTERS = {
 }
 
 
+# Delivery (service.pipeline.deliveries): attempts by outcome, deliveries ended by outcome,
+# and the latency from the reply's storage to the receiver's 2xx.
+DELIVERY_ATTEMPT_OUTCOMES = ("delivered", "retry", "dead")
+DELIVERY_OUTCOMES = ("delivered", "dead")
+DELIVERY_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
 def count(client, name, amount=1):
     """Add to a pipeline counter; metrics never fail the work they describe."""
     try:
@@ -75,6 +82,61 @@ def record(client, names, lateness=None, notice=None):
         log.warning("metrics_write_failed", extra={"reason": str(exc)})
 
 
+def record_delivery(client, outcome, latency=None, notice=None):
+    """Count a delivery attempt's `outcome` ("delivered", "retry" or "dead"), and the end of
+    the delivery unless it is a retry; observe `latency` (seconds, reply stored to 2xx) and
+    publish a live notice, in one round trip; never fails the work it describes."""
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(PIPELINE_KEY, f"delivery_attempts_{outcome}", 1)
+            if outcome in DELIVERY_OUTCOMES:
+                pipe.hincrby(PIPELINE_KEY, f"deliveries_{outcome}", 1)
+            if latency is not None:
+                bucket = next((b for b in DELIVERY_LATENCY_BUCKETS if latency <= b), "inf")
+                pipe.hincrby(PIPELINE_KEY, f"delivery_latency_le_{bucket}", 1)
+                pipe.hincrbyfloat(PIPELINE_KEY, "delivery_latency_sum", latency)
+                pipe.hincrby(PIPELINE_KEY, "delivery_latency_count", 1)
+            if notice is not None:
+                pipe.publish(*notice)
+            pipe.execute()
+    except redis.exceptions.RedisError as exc:
+        log.warning("metrics_write_failed", extra={"reason": str(exc)})
+
+
+def _histogram(raw, prefix, bounds):
+    """The cumulative (bucket, count) pairs of a histogram kept as `<prefix>_le_<bound>`."""
+    cumulative, buckets = 0, []
+    for bound in (*bounds, "inf"):
+        cumulative += int(raw.get(f"{prefix}_le_{bound}", 0))
+        buckets.append(("+Inf" if bound == "inf" else str(bound), cumulative))
+    return buckets
+
+
+def _deliveries(raw):
+    """The delivery counters and latency histogram (service.pipeline.deliveries)."""
+    attempts = CounterMetricFamily(
+        "delivery_attempts", "Reply delivery attempts by outcome", labels=["outcome"]
+    )
+    for outcome in DELIVERY_ATTEMPT_OUTCOMES:
+        attempts.add_metric([outcome], float(raw.get(f"delivery_attempts_{outcome}", 0)))
+    yield attempts
+    ended = CounterMetricFamily(
+        "deliveries", "Reply deliveries ended, delivered or dead", labels=["outcome"]
+    )
+    for outcome in DELIVERY_OUTCOMES:
+        ended.add_metric([outcome], float(raw.get(f"deliveries_{outcome}", 0)))
+    yield ended
+    latency = HistogramMetricFamily(
+        "delivery_latency_seconds", "Reply stored to the receiver's 2xx answer"
+    )
+    latency.add_metric(
+        [],
+        _histogram(raw, "delivery_latency", DELIVERY_LATENCY_BUCKETS),
+        float(raw.get("delivery_latency_sum", 0)),
+    )
+    yield latency
+
+
 class PipelineCollector:
     """Reads the shared counters and the current gauges at scrape time."""
 
@@ -97,6 +159,7 @@ class PipelineCollector:
         )
         lateness.add_metric([], buckets, float(raw.get("lateness_sum", 0)))
         yield lateness
+        yield from _deliveries(raw)
         for name, (help_text, value) in self.gauges().items():
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], value)

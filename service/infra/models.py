@@ -3,10 +3,20 @@
 
 from datetime import UTC
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, TypeDecorator, Uuid
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.domain.delivery import DEAD, DELIVERED, PENDING
 from service.domain.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND
 from service.extensions import db
 
@@ -98,3 +108,55 @@ class HeldMessage(db.Model):
     received_at = mapped_column(UTCDateTime, nullable=False)
     status: Mapped[str] = mapped_column(String(7), nullable=False)
     expired_at = mapped_column(UTCDateTime, nullable=True)
+
+
+class Delivery(db.Model):
+    """The outbox: one row per reply to POST to REPLY_WEBHOOK_URL, written in the reply's own
+    transaction (service.pipeline.replies), worked by service.pipeline.deliveries."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint(f"status IN ('{PENDING}', '{DELIVERED}', '{DEAD}')", name="status"),
+        # What a delivery pass reads: the due ones, oldest due first.
+        Index(
+            "ix_deliveries_pending",
+            "next_attempt_at",
+            postgresql_where=db.text(f"status = '{PENDING}'"),
+            sqlite_where=db.text(f"status = '{PENDING}'"),
+        ),
+        # A conversation's replies in order (its deliveries listed)...
+        Index(
+            "ix_deliveries_conversation_id_created_at", "conversation_id", "created_at", "reply_id"
+        ),
+        # ...and its pending ones alone: a reply waits for the ones before it, and that check
+        # must not walk every delivered reply of a long conversation.
+        Index(
+            "ix_deliveries_pending_by_conversation",
+            "conversation_id",
+            "created_at",
+            "reply_id",
+            postgresql_where=db.text(f"status = '{PENDING}'"),
+            sqlite_where=db.text(f"status = '{PENDING}'"),
+        ),
+        Index("ix_deliveries_status", "status"),
+    )
+
+    reply_id = mapped_column(Uuid, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    conversation_id = mapped_column(
+        Uuid, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(9), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The reply's received_at: orders a conversation's replies.
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    # Start of the retry window: created_at, then the time of the last operator retry.
+    retry_from = mapped_column(UTCDateTime, nullable=False)
+    # Due time while pending; NULL once delivered or dead.
+    next_attempt_at = mapped_column(UTCDateTime, nullable=True)
+    # A worker's claim on the attempt in flight; a later pass may take it once it has passed.
+    leased_until = mapped_column(UTCDateTime, nullable=True)
+    last_attempt_at = mapped_column(UTCDateTime, nullable=True)
+    # The HTTP status of the last attempt; NULL when the receiver did not answer.
+    last_status = mapped_column(Integer, nullable=True)
+    last_error = mapped_column(Text, nullable=True)
+    delivered_at = mapped_column(UTCDateTime, nullable=True)

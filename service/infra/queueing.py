@@ -1,4 +1,4 @@
-"""RQ plumbing: JSON-serialised jobs, the queue, a worker and an rq-scheduler that ride out
+"""RQ plumbing: JSON-serialised jobs, the queues, a worker and an rq-scheduler that ride out
 Redis outages, and exact due times for flushes."""
 
 import logging
@@ -20,6 +20,13 @@ from flask import current_app
 from service.domain import clock
 from service.extensions import connect_redis, redis_client
 
+# The queues, by role. "replies": flush_group and the periodic upkeep jobs, on the queue named
+# RQ_QUEUE. "deliveries": deliver_replies, on RQ_QUEUE + "-deliveries", served by workers of its
+# own (`flask worker --queue deliveries`): a pass waits on a receiver's answers for up to ~10 s,
+# and a flush behind it on the same worker would wait as long.
+REPLIES = "replies"
+DELIVERIES = "deliveries"
+ROLES = (REPLIES, DELIVERIES)
 # Results are not read back: the database is the record. Failures are kept for a week.
 RESULT_TTL = 0
 FAILURE_TTL = 7 * 24 * 3600
@@ -27,6 +34,12 @@ FAILURE_TTL = 7 * 24 * 3600
 FLUSH_PREFIX = "flush_group-"
 FLUSH_JOB = "service.jobs.flush_group"
 FLUSH_BATCH = 100
+DELIVER_JOB = "service.jobs.deliver_replies"
+# Set while a deliver_replies job is queued and not started yet (the job deletes it first
+# thing), so a burst of replies queues one pass, not one each. It expires on its own in case
+# the job was lost with Redis; the periodic pass covers the gap.
+DELIVER_QUEUED_KEY = "conversations:deliver_replies:queued"
+DELIVER_QUEUED_TTL = 5
 # A worker heartbeats at least every WORKER_TTL - 15 s (its BLPOP timeout); one that stopped
 # drops out of /readyz (live_workers) WORKER_TTL s after its last heartbeat, and out of RQ's
 # registry 60 s later.
@@ -120,7 +133,7 @@ class PreciseScheduler(Scheduler):
     a second early, and a reply would wait for a second round trip. Flush entries keep the
     exact due time and the poll compares against the exact clock. Periodic jobs
     (`expire_held`, `reconcile_groups`, in `periodic`: {job id: (dotted path, interval in
-    seconds)}) go through the stock path, with records that never expire.
+    seconds, queue name)}) go through the stock path, with records that never expire.
     """
 
     job_class = JsonJob
@@ -177,12 +190,24 @@ class PreciseScheduler(Scheduler):
                 pipe.exists(self.job_class.key_for(job_id))
             found = pipe.execute()
         now = datetime.now(UTC).replace(tzinfo=None)
-        for index, (job_id, (func, interval)) in enumerate(self.periodic.items()):
+        for index, (job_id, (func, interval, queue)) in enumerate(self.periodic.items()):
             if not force and found[2 * index] is not None and found[2 * index + 1]:
                 continue
             self.cancel(job_id)
-            self.schedule(now, func, interval=interval, repeat=None, id=job_id, result_ttl=-1)
-            log.info("periodic_job_scheduled", extra={"job": job_id, "interval_s": interval})
+            # The queue is the job's origin, where enqueue_job puts it when due.
+            self.schedule(
+                now,
+                func,
+                interval=interval,
+                repeat=None,
+                id=job_id,
+                result_ttl=-1,
+                queue_name=queue,
+            )
+            log.info(
+                "periodic_job_scheduled",
+                extra={"job": job_id, "interval_s": interval, "queue": queue},
+            )
 
     def run(self, burst=False):
         """Move due jobs to the queue every `interval` seconds until SIGTERM or SIGINT.
@@ -259,20 +284,38 @@ class PreciseScheduler(Scheduler):
         return [entry for entry, gone in zip(entries, removed, strict=True) if gone]
 
 
-def get_queue():
-    """The app's job queue."""
-    return JsonQueue(current_app.config["RQ_QUEUE"], connection=redis_client.client)
+def queue_name(role=REPLIES):
+    """The RQ name of a role's queue (REPLIES or DELIVERIES): RQ_QUEUE, or RQ_QUEUE plus
+    "-deliveries", so deployments that share a Redis database under different RQ_QUEUE names
+    keep their deliveries apart too."""
+    base = current_app.config["RQ_QUEUE"]
+    return base if role == REPLIES else f"{base}-{role}"
+
+
+def get_queue(role=REPLIES):
+    """The app's job queue of a role (REPLIES or DELIVERIES)."""
+    return JsonQueue(queue_name(role), connection=redis_client.client)
 
 
 def periodic_jobs():
-    """The periodic jobs: {job id: (dotted path, interval in seconds)}."""
-    return {
-        "expire_held": ("service.jobs.expire_held", 1),
+    """The periodic jobs: {job id: (dotted path, interval in seconds, queue name)}."""
+    replies = queue_name(REPLIES)
+    jobs = {
+        "expire_held": ("service.jobs.expire_held", 1, replies),
         "reconcile_groups": (
             "service.jobs.reconcile_groups",
             current_app.config["RECONCILE_INTERVAL"],
+            replies,
         ),
     }
+    # Retries that came due, and deliveries whose job was lost (Redis) or whose worker died.
+    if current_app.config["REPLY_WEBHOOK_URL"] is not None:
+        jobs["deliver_replies"] = (
+            DELIVER_JOB,
+            current_app.config["DELIVERY_INTERVAL"],
+            queue_name(DELIVERIES),
+        )
+    return jobs
 
 
 def get_scheduler():
@@ -288,8 +331,9 @@ def get_scheduler():
     return ext["scheduler"]
 
 
-def get_worker(name=None):
-    """A worker on a Redis connection of its own.
+def get_worker(name=None, roles=(REPLIES,)):
+    """A worker of these roles' queues (in that order of priority) on a Redis connection of
+    its own.
 
     RQ sets its connection's read timeout to its BLPOP wait plus 10 s; on its own connection
     that leaves the 2 s timeout of the jobs' Redis calls (the app's client) as it is.
@@ -299,7 +343,7 @@ def get_worker(name=None):
         ext["worker_redis"] = connect_redis(current_app.config["REDIS_URL"])
     connection = ext["worker_redis"]
     return JsonWorker(
-        [JsonQueue(current_app.config["RQ_QUEUE"], connection=connection)],
+        [JsonQueue(queue_name(role), connection=connection) for role in roles],
         connection=connection,
         serializer=JSONSerializer,
         job_class=JsonJob,
@@ -308,16 +352,16 @@ def get_worker(name=None):
     )
 
 
-def run_worker(name=None, burst=False, logging_level="WARNING"):
-    """Work until a stop is requested (SIGTERM/SIGINT: warm shutdown) or, with `burst`, the
-    queue is empty.
+def run_worker(name=None, burst=False, logging_level="WARNING", role=REPLIES):
+    """Work on the queue of `role` (REPLIES or DELIVERIES) until a stop is requested
+    (SIGTERM/SIGINT: warm shutdown) or, with `burst`, the queue is empty.
 
     RQ's work loop quits on a Redis timeout or an unexpected error; this starts a new worker
     after a growing pause instead, so a Redis outage of any length is waited out.
     """
     backoff = Backoff()
     while True:
-        worker = get_worker(name)
+        worker = get_worker(name, roles=(role,))
         started = time.monotonic()
         try:
             worker.work(burst=burst, with_scheduler=False, logging_level=logging_level)
@@ -341,8 +385,8 @@ def run_worker(name=None, burst=False, logging_level="WARNING"):
                 pass
 
 
-def live_workers():
-    """How many workers of the app's queue sent a heartbeat within the last WORKER_TTL s.
+def live_workers(role=REPLIES):
+    """How many workers of the app's queue of `role` sent a heartbeat within the last WORKER_TTL s.
 
     A worker heartbeats at least every WORKER_TTL - 15 s, so one that stopped (killed, or
     cut off from Redis) drops out of this count within WORKER_TTL s; its registration stays
@@ -350,7 +394,7 @@ def live_workers():
     timeout of the connection it is given to a worker's (RQ sets it to its BLPOP wait).
     """
     client = redis_client.client
-    keys = worker_registration.get_keys(queue=get_queue())
+    keys = worker_registration.get_keys(queue=get_queue(role))
     if not keys:
         return 0
     with client.pipeline(transaction=False) as pipe:
@@ -395,3 +439,24 @@ def schedule_flush(conversation_id, due_us):
         flush_now([str(conversation_id)])
     else:
         get_scheduler().add_flush(flush_entry(conversation_id), _at(due_us))
+
+
+def deliver_soon():
+    """Queue a deliver_replies pass, unless one is queued and has not started yet; never fails
+    the caller (the periodic pass delivers anyway)."""
+    try:
+        if redis_client.client.set(DELIVER_QUEUED_KEY, 1, nx=True, ex=DELIVER_QUEUED_TTL):
+            get_queue(DELIVERIES).enqueue(
+                DELIVER_JOB, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
+            )
+    except redis.exceptions.RedisError as exc:
+        log.warning("deliver_replies_enqueue_failed", extra={"reason": str(exc)})
+
+
+def deliver_started():
+    """Called by a deliver_replies pass before it looks at the outbox: replies stored from now
+    on queue a new pass. Never fails the caller."""
+    try:
+        redis_client.client.delete(DELIVER_QUEUED_KEY)
+    except redis.exceptions.RedisError as exc:
+        log.warning("deliver_replies_unqueue_failed", extra={"reason": str(exc)})

@@ -16,6 +16,7 @@ about a third of the database's CPU. docs/benchmarks.md has the figures.
 from sqlalchemy import Boolean, String, Text, Uuid, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
+from service.domain.delivery import PENDING
 from service.domain.rules import INBOUND, OPEN
 from service.infra.models import UTCDateTime
 
@@ -166,3 +167,14 @@ LINK_REPLY = text("UPDATE messages SET reply_id = :reply WHERE id IN :ids").bind
 TOUCH_CONVERSATION = text(
     "UPDATE conversations SET updated_at = :at WHERE id = :conversation_id"
 ).bindparams(bindparam("at", type_=UTCDateTime), bindparam("conversation_id", type_=Uuid))
+# The outbox row of a reply, in the reply's transaction (service.pipeline.replies): due at
+# once, its retry window starting with the reply.
+STORE_DELIVERY = Statement(
+    "INSERT INTO deliveries (reply_id, conversation_id, status, attempts, created_at,"
+    " retry_from, next_attempt_at)"
+    f" VALUES (:reply_id, :conversation_id, '{PENDING}', 0, :created_at, :created_at,"
+    " :created_at)",
+    reply_id=Uuid,
+    conversation_id=Uuid,
+    created_at=UTCDateTime,
+)

@@ -1,5 +1,5 @@
-"""Reads: conversations, held messages and a conversation's live activity for the API and
-the CLI, and the readiness checks and gauges of the operators' endpoints.
+"""Reads: conversations, held messages, deliveries and a conversation's live activity for the
+API and the CLI, and the readiness checks and gauges of the operators' endpoints.
 
 Reads take no locks and write nothing; each ends its transaction before returning.
 """
@@ -8,10 +8,14 @@ import uuid
 
 from sqlalchemy import and_, func, or_, select, text
 
+from flask import current_app
+
+from service.domain import clock
 from service.domain.clock import to_datetime, to_us
-from service.domain.rules import EXPIRED, HELD, INBOUND
+from service.domain.delivery import PENDING
+from service.domain.rules import EXPIRED, HELD, INBOUND, OUTBOUND
 from service.extensions import db, redis_client
-from service.infra.models import Conversation, HeldMessage, Message
+from service.infra.models import Conversation, Delivery, HeldMessage, Message
 from service.infra.queueing import (
     SCHEDULER_HEARTBEAT_KEY,
     get_queue,
@@ -74,7 +78,14 @@ def list_conversations(status=None, id_prefix=None, after=None, limit=20):
 
 
 def get_conversation(conversation_id):
-    """A conversation with its messages in the order they were recorded, or None."""
+    """A conversation with its messages in the order they were recorded, or None.
+
+    Each message is a dict of the MessageSchema fields. An OUTBOUND message also has
+    `delivery` (a dict of the DeliveryStateSchema fields, or None when it has no delivery
+    record: stored before delivery was on, or a SENT message) when REPLY_WEBHOOK_URL is set
+    or when it has a record; with delivery never configured the messages are exactly SPEC's
+    `{id, type, content, timestamp}` (issue 13: unchanged by default).
+    """
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None:
         return None
@@ -83,13 +94,91 @@ def get_conversation(conversation_id):
         .where(Message.conversation_id == conversation_id)
         .order_by(Message.received_at, Message.id)
     ).scalars()
+    deliveries = {
+        d.reply_id: d
+        for d in db.session.execute(
+            select(Delivery).where(Delivery.conversation_id == conversation_id)
+        ).scalars()
+    }
+    delivery_on = bool(current_app.config.get("REPLY_WEBHOOK_URL"))
+    rows = []
+    for m in messages:
+        row = {"id": m.id, "type": m.type, "content": m.content, "timestamp": m.timestamp}
+        if m.type == OUTBOUND and (delivery_on or m.id in deliveries):
+            found = deliveries.get(m.id)
+            row["delivery"] = _delivery_state(found) if found is not None else None
+        rows.append(row)
     return {
         "id": conversation.id,
         "status": conversation.status,
         "created_at": conversation.created_at,
         "updated_at": conversation.updated_at,
-        "messages": list(messages),
+        "messages": rows,
     }
+
+
+_STATE_FIELDS = (
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_attempt_at",
+    "last_status",
+    "last_error",
+    "delivered_at",
+)
+
+
+def _delivery_state(delivery):
+    return {name: getattr(delivery, name) for name in _STATE_FIELDS}
+
+
+def _delivery_row(delivery):
+    return {
+        "reply_id": delivery.reply_id,
+        "conversation_id": delivery.conversation_id,
+        "created_at": delivery.created_at,
+        **_delivery_state(delivery),
+    }
+
+
+def list_deliveries(status=None, conversation_id=None, limit=20, after=None):
+    """Deliveries newest first (by the reply's created_at, then reply id).
+
+    `status`: one of service.domain.delivery.STATUSES or None for all; `after`: the
+    (created_at, reply_id) of the last row of the previous page. Returns (rows, the
+    (created_at, reply_id) to pass as `after` for the next page, or None on the last page);
+    each row is a dict of the DeliverySchema fields.
+    """
+    query = select(Delivery)
+    if status:
+        query = query.where(Delivery.status == status)
+    if conversation_id:
+        query = query.where(Delivery.conversation_id == conversation_id)
+    if after is not None:
+        created, ident = after
+        query = query.where(
+            or_(
+                Delivery.created_at < created,
+                and_(Delivery.created_at == created, Delivery.reply_id < ident),
+            )
+        )
+    found = db.session.execute(
+        query.order_by(Delivery.created_at.desc(), Delivery.reply_id.desc()).limit(limit + 1)
+    ).scalars()
+    rows = [_delivery_row(d) for d in found]
+    db.session.rollback()
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], (last["created_at"], last["reply_id"])
+
+
+def get_delivery(reply_id):
+    """The delivery of one reply as a dict of the DeliverySchema fields, or None."""
+    found = db.session.get(Delivery, reply_id)
+    row = _delivery_row(found) if found is not None else None
+    db.session.rollback()
+    return row
 
 
 def _held_row(held, hold):
@@ -203,8 +292,17 @@ def gauges():
             Message.type == INBOUND, Message.reply_id.is_(None)
         )
     ).scalar_one()
+    depth, oldest = db.session.execute(
+        select(func.count(), func.min(Delivery.created_at)).where(Delivery.status == PENDING)
+    ).one()
     db.session.rollback()
+    oldest_age = max(0.0, (clock.now_us() - to_us(oldest)) / 1e6) if oldest is not None else 0.0
     return {
+        "delivery_outbox_depth": ("Replies waiting for their delivery (pending)", depth),
+        "delivery_oldest_pending_age_seconds": (
+            "Age of the oldest pending reply (since it was stored); 0 when none is pending",
+            oldest_age,
+        ),
         "held_messages_waiting": (
             "Messages held for a conversation not created yet",
             held.get(HELD, 0),

@@ -33,6 +33,7 @@ from service.infra.statements import (
     LINK_REPLY,
     LOCK_CONVERSATION,
     SELECT_UNANSWERED,
+    STORE_DELIVERY,
     STORE_REPLY,
     TOUCH_CONVERSATION,
 )
@@ -68,7 +69,10 @@ def answer_groups(conversation_id, now, final=False):
     The groups are cut from the recorded arrival times alone (domain.rules.closed_groups), so
     they are the same whatever the Redis buffer lost. `final` answers the open group too (a
     close). Called with the conversation row locked, so two flushes answer a group once.
+    With REPLY_WEBHOOK_URL set, each reply's delivery (the outbox row, pending and due at
+    once) is written with it, so neither is ever stored without the other.
     """
+    outbox = current_app.config["REPLY_WEBHOOK_URL"] is not None
     rows = db.session.execute(SELECT_UNANSWERED, {"conversation_id": conversation_id}).all()
     arrivals = [(message_id, to_us(received_at)) for message_id, received_at in rows]
     answers = []
@@ -88,6 +92,13 @@ def answer_groups(conversation_id, now, final=False):
             generated=True,
         )
         db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
+        if outbox:
+            STORE_DELIVERY.execute(
+                db.session.connection(),
+                reply_id=reply,
+                conversation_id=conversation_id,
+                created_at=moment,
+            )
         answers.append(Answer(reply, ids, group[-1][1]))
     if answers:
         moment = to_datetime(now + len(answers) - 1)
@@ -105,7 +116,8 @@ def reply_fields(answer):
 
 def announce_reply(conversation_id, answer, trigger, now, lateness=None, counts=()):
     """After the commit: count the reply (and `counts`), observe its lateness (seconds) and
-    tell the consoles, in one Redis round trip; never fails the caller."""
+    tell the consoles, in one Redis round trip, then queue its delivery when delivery is on;
+    never fails the caller."""
     live = notice(
         "reply.created",
         conversation_id=conversation_id,
@@ -116,6 +128,8 @@ def announce_reply(conversation_id, answer, trigger, now, lateness=None, counts=
     metrics.record(
         redis_client.client, [*counts, f"replies_{trigger}"], lateness=lateness, notice=live
     )
+    if current_app.config["REPLY_WEBHOOK_URL"] is not None:
+        queueing.deliver_soon()
 
 
 def flush_group(conversation_id):

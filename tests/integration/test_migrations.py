@@ -18,7 +18,7 @@ from service.config import database_url
 from service.extensions import db
 from tests import conftest
 
-TABLES = {"conversations", "messages", "held_messages"}
+TABLES = {"conversations", "messages", "held_messages", "deliveries"}
 SCHEMA = "migrations_check"
 
 

@@ -36,12 +36,15 @@ def _group_alive(pgid):
 
 @pytest.fixture
 def run_script(tmp_path, redis_conn):
-    """Start scripts/run.sh; returns (process, base URL, log path). Everything it started is
-    killed afterwards, whatever the test did."""
+    """Start scripts/run.sh, with these variables added to the environment; returns (process,
+    base URL, log path). Everything it started is killed afterwards, whatever the test did."""
     started = []
 
-    def start():
-        env = stack_env(f"sqlite:///{tmp_path / 'run.db'}", TEST_REDIS_URL, strip=("API_TOKEN",))
+    def start(**extra):
+        env = stack_env(
+            f"sqlite:///{tmp_path / 'run.db'}", TEST_REDIS_URL, strip=("API_TOKEN", "REPLY_")
+        )
+        env |= extra
         del env["HOST"]  # the default of scripts/run.sh is under test
         env["RUN_PID_FILE"] = str(tmp_path / "run.pid")
         log = tmp_path / "run.log"
@@ -121,6 +124,39 @@ def test_the_web_listens_on_loopback_by_default(run_script):
 
     # gunicorn names the address it bound; 127.0.0.1 is not reachable from other machines.
     assert "Listening at: http://127.0.0.1:" in log.read_text()
+
+
+def _commands(process):
+    """The command lines of the script's children."""
+    found = []
+    for pid in children_of(process.pid):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("delivery", [False, True], ids=["delivery-off", "delivery-on"])
+def test_a_delivery_worker_runs_only_with_delivery_on(run_script, delivery):
+    extra = {}
+    if delivery:
+        extra = {
+            "REPLY_WEBHOOK_URL": "http://127.0.0.1:9/hooks",
+            "REPLY_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        }
+    process, _, log = run_script(**extra)
+
+    def workers():
+        commands = [c for c in _commands(process) if " worker" in c]
+        return commands if any(c.rstrip().endswith("flask worker") for c in commands) else None
+
+    found = wait_for(workers, timeout=30)
+    if delivery:
+        wait_for(lambda: any("worker --queue deliveries" in c for c in _commands(process)))
+    else:
+        assert not any("--queue" in c for c in found), found
+    assert process.poll() is None, log.read_text()
 
 
 def test_reset_refuses_while_the_service_runs(run_script, tmp_path):

@@ -1,5 +1,6 @@
 """Every command the documents show works as written: its Flask command path and options exist,
-its make target exists, its replay subcommand, options and scenario parse.
+its make target exists, its replay subcommand, options and scenario parse, and so do the
+reference receiver's options.
 
 Commands are taken from fenced code blocks and inline code spans of the user-facing documents
 (docs/decisions.md is history: it names commands that were renamed on purpose).
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from flask.cli import FlaskGroup
 
+from scripts import receiver
 from scripts.replay.cli import build_parser
 from scripts.replay.scenarios import resolve_scenario
 from service import create_app
@@ -36,6 +38,10 @@ COMMANDS = {
     "flask": re.compile(r"(?:^|[\s(])(?:scripts/|\.venv/bin/)?flask(?=\s|$)(.*)"),
     "replay": re.compile(r"(?:^|[\s(])python3? -m scripts\.replay(?=\s|$)(.*)"),
     "make": re.compile(r"(?:^|[\s(])make(?=\s)(.*)"),
+    # scripts/receiver (the wrapper) or `python -m scripts.receiver`, with or without .venv/bin/.
+    "receiver": re.compile(
+        r"(?:^|[\s(])(?:scripts/receiver|(?:\.venv/bin/)?python3? -m scripts\.receiver)(?=\s|$)(.*)"
+    ),
 }
 SHELL_OPERATORS = {"&&", "||", ";", "|", ")", "&"}
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]*$")  # NAME, PATH, DAYS: a value the reader chooses
@@ -177,6 +183,20 @@ def test_documented_replay_command_parses(where, args):
         resolve_scenario(parsed.name)
     if parsed.command == "file" and not PLACEHOLDER.match(parsed.path):
         assert (ROOT / parsed.path).is_file(), f"{where}: no file {parsed.path}"
+
+
+@pytest.mark.parametrize(
+    "where, args",
+    [(where, args) for kind, where, args in COMMANDS_FOUND if kind == "receiver"],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else value,
+)
+def test_documented_receiver_command_parses(where, args):
+    try:
+        receiver.options_from(receiver.build_parser().parse_args(args))
+    except SystemExit as exc:
+        pytest.fail(f"{where}: `scripts/receiver {' '.join(args)}` exits {exc.code}")
+    except ValueError as exc:
+        pytest.fail(f"{where}: `scripts/receiver {' '.join(args)}`: {exc}")
 
 
 @pytest.mark.parametrize("document", ["README.md", "INSTRUCTIONS.md"])

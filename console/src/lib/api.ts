@@ -4,6 +4,7 @@ import type {
   ConversationDetail,
   ConversationPage,
   ConversationStatus,
+  Delivery,
   HeldPage,
   HeldStatus,
   WebhookEvent,
@@ -119,6 +120,11 @@ export function getActivity(id: string, signal?: AbortSignal): Promise<Activity>
 export function listHeld(status?: HeldStatus, signal?: AbortSignal): Promise<HeldPage> {
   const qs = status ? `?status=${status}` : ''
   return request<HeldPage>(`/held/${qs}`, { signal })
+}
+
+/** Sends a dead reply again (POST /deliveries/{id}/retry, with the API token); 409 when it is not dead. */
+export function retryDelivery(replyId: string): Promise<Delivery> {
+  return request<Delivery>(`/deliveries/${encodeURIComponent(replyId)}/retry`, { method: 'POST' })
 }
 
 export interface WebhookResult {

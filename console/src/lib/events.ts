@@ -46,6 +46,9 @@ export function decideRefresh(event: BusEvent, selectedId: string | null | undef
       return { list: false, conversation: false, activity: isSelected, held: true }
     case 'reply.created':
       return { list: true, conversation: isSelected, activity: isSelected, held: false }
+    case 'delivery.updated':
+      // A reply of this conversation was delivered, retried or given up: its badge changes.
+      return { list: false, conversation: isSelected, activity: false, held: false }
     case 'local.webhook':
       // Our own simulator posted something: refresh even if the stream is down.
       return { list: true, conversation: isSelected, activity: isSelected, held: true }

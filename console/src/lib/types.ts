@@ -18,11 +18,36 @@ export interface ConversationPage {
 
 export type MessageType = 'INBOUND' | 'OUTBOUND'
 
+export type DeliveryStatus = 'pending' | 'delivered' | 'dead'
+
+/** Where a reply's delivery to the team's platform stands (GET /conversations/{id}/). */
+export interface DeliveryState {
+  status: DeliveryStatus
+  attempts: number
+  next_attempt_at: string | null
+  last_attempt_at: string | null
+  last_status: number | null
+  last_error: string | null
+  delivered_at: string | null
+}
+
+/** One delivery of GET /deliveries/{reply_id}/ and of POST /deliveries/{reply_id}/retry. */
+export interface Delivery extends DeliveryState {
+  reply_id: string
+  conversation_id: string
+  created_at: string
+}
+
 export interface Message {
   id: string
   type: MessageType
   content: string
   timestamp: string
+  /**
+   * OUTBOUND only: absent while delivery was never configured, null for a reply stored
+   * without a delivery.
+   */
+  delivery?: DeliveryState | null
 }
 
 export interface ConversationDetail {
@@ -76,6 +101,7 @@ export const STREAM_EVENT_NAMES = [
   'message.held',
   'message.expired',
   'reply.created',
+  'delivery.updated',
 ] as const
 
 export type StreamEventName = (typeof STREAM_EVENT_NAMES)[number]
@@ -87,6 +113,8 @@ export interface StreamEventData {
   conversation_id?: string
   message_id?: string
   message_ids?: string[]
+  reply_id?: string
+  status?: string
   reply_due_at?: string
   at?: string
   [key: string]: unknown

@@ -1,0 +1,102 @@
+"""Outbound HTTP: reply events POSTed to the team's receiver, signed per Standard Webhooks
+(https://www.standardwebhooks.com/, with the `standardwebhooks` library).
+
+Safe to call from several threads at once: one `requests.Session` per process, whose
+connection pool keeps a connection per sending thread.
+"""
+
+import functools
+import json
+import math
+import threading
+
+import requests
+from requests.adapters import HTTPAdapter
+from standardwebhooks import Webhook
+
+from service.domain.delivery import Answer
+
+# Connections kept to the receiver: at least one per sending thread.
+POOL_SIZE = 16
+_session = None
+_session_lock = threading.Lock()
+
+
+def session():
+    """This process's HTTP session (created on first use)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+            _session.mount("http://", adapter)
+            _session.mount("https://", adapter)
+        return _session
+
+
+@functools.cache
+def _webhook(secret):
+    return Webhook(secret)
+
+
+def body_of(event):
+    """The exact text to sign and send: compact JSON, UTF-8."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def signed_headers(secrets, message_id, moment, body):
+    """The Standard Webhooks headers for `body` (text) sent at `moment` (aware datetime):
+    `webhook-id`, `webhook-timestamp` (unix seconds) and `webhook-signature`, one `v1,...`
+    signature per secret (`whsec_...`), space-separated, so a receiver that knows any one of
+    them verifies it (rotation)."""
+    signatures = " ".join(_webhook(s).sign(str(message_id), moment, body) for s in secrets)
+    return {
+        "webhook-id": str(message_id),
+        "webhook-timestamp": str(math.floor(moment.timestamp())),
+        "webhook-signature": signatures,
+        "Content-Type": "application/json",
+    }
+
+
+def post(url, body, headers, timeout):
+    """POST `body` (text) and classify what came back, without raising: an Answer with the
+    HTTP status and Retry-After header, or status None and an error ("timeout after 5 s",
+    "connection refused", ...). `timeout` in seconds bounds the connect and each wait for
+    the receiver (requests' connect and read timeouts); redirects are not followed (a 3xx is
+    the answer), and the response body is not read."""
+    try:
+        response = session().post(
+            url,
+            data=body.encode(),
+            headers=headers,
+            timeout=(timeout, timeout),
+            allow_redirects=False,
+            stream=True,
+        )
+    except requests.Timeout:
+        return Answer(None, f"timeout after {timeout:g} s")
+    except requests.ConnectionError as exc:
+        return Answer(None, connection_error(exc))
+    except requests.RequestException as exc:
+        return Answer(None, f"request failed: {type(exc).__name__}")
+    # Not reading the body: the status says it all, and a huge or slow body must not hold
+    # the attempt. Closing drops the connection instead of draining it.
+    response.close()
+    return Answer(response.status_code, None, response.headers.get("Retry-After"))
+
+
+def connection_error(exc):
+    """A short text for a failed connection: "connection refused", "connection reset", ..."""
+    seen = set()
+    cause = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if "Name or service not known" in str(cause) or "NameResolutionError" in repr(cause):
+            return "host not found"
+        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = cause.__cause__ or cause.__context__ or nested or getattr(cause, "reason", None)
+    return "connection failed"
