@@ -25,6 +25,13 @@ from service.infra.queueing import (
 from service.pipeline.groups import hold_us, quiet_us, reply_buffer
 
 
+def older_than(created_column, id_column, after):
+    """The keyset condition of a newest-first page: rows strictly after `after`, a
+    (created_at datetime, UUID) pair from a cursor, in (created_at, id) descending order."""
+    created, ident = after
+    return or_(created_column < created, and_(created_column == created, id_column < ident))
+
+
 def list_conversations(status=None, id_prefix=None, after=None, limit=20):
     """Conversations newest first, with their message count and last arrival.
 
@@ -52,13 +59,7 @@ def list_conversations(status=None, id_prefix=None, after=None, limit=20):
         as_text = func.lower(func.cast(Conversation.id, db.String))
         query = query.where(func.replace(as_text, "-", "").like(f"{prefix}%"))
     if after is not None:
-        created, ident = after
-        query = query.where(
-            or_(
-                Conversation.created_at < created,
-                and_(Conversation.created_at == created, Conversation.id < ident),
-            )
-        )
+        query = query.where(older_than(Conversation.created_at, Conversation.id, after))
     rows = db.session.execute(
         query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).limit(limit + 1)
     ).all()
@@ -155,13 +156,7 @@ def list_deliveries(status=None, conversation_id=None, limit=20, after=None):
     if conversation_id:
         query = query.where(Delivery.conversation_id == conversation_id)
     if after is not None:
-        created, ident = after
-        query = query.where(
-            or_(
-                Delivery.created_at < created,
-                and_(Delivery.created_at == created, Delivery.reply_id < ident),
-            )
-        )
+        query = query.where(older_than(Delivery.created_at, Delivery.reply_id, after))
     found = db.session.execute(
         query.order_by(Delivery.created_at.desc(), Delivery.reply_id.desc()).limit(limit + 1)
     ).scalars()
