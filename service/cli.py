@@ -13,12 +13,12 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from service.domain.clock import seconds_us
-from service.domain.delivery import STATUSES
+from service.domain.delivery import DEAD, STATUSES
 from service.domain.rules import EXPIRED, HELD
 from service.infra.database import bound_waits_of_serving_process
 from service.infra.queueing import REPLIES, ROLES, get_scheduler, run_worker
 from service.pipeline import deliveries, holds, replies
-from service.pipeline.queries import list_deliveries, list_held
+from service.pipeline.queries import get_delivery, list_deliveries, list_held
 from service.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,18 @@ def deliveries_retry(reply_ids, all_dead):
     """
     if bool(reply_ids) == all_dead:
         raise click.UsageError("Give reply ids or --all-dead (one of them).")
+    # Named before the retry, which reports a count only: an operator wants to know which.
+    not_dead = [
+        str(reply_id)
+        for reply_id in dict.fromkeys(reply_ids)
+        if (found := get_delivery(reply_id)) is None or found["status"] != DEAD
+    ]
     retried = deliveries.retry_deliveries(reply_ids=list(reply_ids) or None, all_dead=all_dead)
     click.echo(f"retried {retried} dead {'delivery' if retried == 1 else 'deliveries'}")
-    if reply_ids and retried < len(set(reply_ids)):
+    if not_dead:
         click.echo(
-            f"{len(set(reply_ids)) - retried} of the ids given are not dead deliveries "
-            "(see `flask deliveries list`)",
+            f"not dead deliveries, left as they are: {', '.join(not_dead)} "
+            "(see `deliveries list`)",
             err=True,
         )
         raise SystemExit(1)

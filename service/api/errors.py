@@ -102,7 +102,12 @@ class Api(flask_smorest.Api):
         data = getattr(error, "data", None) or {}
         code = data.get("error") or DEFAULT_ERROR_CODES.get(status, "error")
         extra = {"errors": payload["errors"]} if "errors" in payload else {}
-        payload = error_body(status, code, payload.get("message", error.description), **extra)
+        message = payload.get("message")
+        if message is None:
+            # Werkzeug's stock 400 text ("The browser (or proxy) sent...") says nothing useful
+            # when the fields at fault are listed.
+            message = "Invalid request parameters; see errors." if extra else error.description
+        payload = error_body(status, code, message, **extra)
         # flask-smorest keeps only headers passed to abort(); RFC 9110 requires Allow on a 405.
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             headers = {**(headers or {}), "Allow": ", ".join(error.valid_methods)}

@@ -410,7 +410,7 @@ def test_cli_retry_by_id_and_all_dead(store):
     result = runner.invoke(args=["deliveries", "retry", str(second), str(delivered)])
     assert result.exit_code == 1, result.output
     assert "retried 1 dead delivery" in result.output
-    assert "1 of the ids given are not dead" in result.output
+    assert f"not dead deliveries, left as they are: {delivered}" in result.output
     assert [stored(r).status for r in (second, delivered)] == [PENDING, DELIVERED]
 
     result = runner.invoke(args=["deliveries", "retry", "--all-dead"])

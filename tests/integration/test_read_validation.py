@@ -216,3 +216,12 @@ def test_unknown_parameters_are_ignored(reader):
     items = reader.get("/conversations/?sort=%00&page=-1").get_json()["items"]
     assert [c["id"] for c in items] == [conversation_id]
     assert reader.get("/held/?q=%00").get_json() == {"items": []}
+
+
+def test_a_bad_query_parameter_says_which(client):
+    """The message points at the listed fields, not at Werkzeug's stock 400 text."""
+    response = client.get("/conversations/?status=bogus")
+    body = response.get_json()
+    assert response.status_code == 400
+    assert body["message"] == "Invalid request parameters; see errors."
+    assert "status" in body["errors"]["query"]
