@@ -153,8 +153,7 @@ def deliveries_retry(reply_ids, all_dead):
     click.echo(f"retried {retried} dead {'delivery' if retried == 1 else 'deliveries'}")
     if not_dead:
         click.echo(
-            f"not dead deliveries, left as they are: {', '.join(not_dead)} "
-            "(see `deliveries list`)",
+            f"not dead deliveries, left as they are: {', '.join(not_dead)} (see `deliveries list`)",
             err=True,
         )
         raise SystemExit(1)
