@@ -302,10 +302,9 @@ def run_load(base, rate, seconds, conversations):
         raise SystemExit(f"replay load failed:\n{output.stdout}\n{output.stderr}") from None
 
 
-def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_stack_arguments(parser):
+    """The options of the stack and its two phases (ingest, reply timing), shared with
+    scripts/bench_delivery.py."""
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--port", type=int, default=18000)
@@ -319,6 +318,13 @@ def main():
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--load-conversations", type=int, default=1000)
     parser.add_argument("--skip-ingest", action="store_true")
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_stack_arguments(parser)
     args = parser.parse_args()
 
     prepare_database(args.database_url)

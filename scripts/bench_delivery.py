@@ -284,20 +284,8 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/bench")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
-    parser.add_argument("--port", type=int, default=18000)
-    parser.add_argument(
-        "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2))
-    )
-    parser.add_argument("--rq-workers", type=int, default=1)
+    bench.add_stack_arguments(parser)
     parser.add_argument("--delivery-workers", type=int, default=1)
-    parser.add_argument("--ingest-seconds", type=int, default=30)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--load-seconds", type=int, default=60)
-    parser.add_argument("--rate", type=float, default=100)
-    parser.add_argument("--load-conversations", type=int, default=1000)
-    parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument(
         "--skip-off", action="store_true", help="no delivery-off run to compare with"
     )

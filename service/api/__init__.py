@@ -23,6 +23,8 @@ def init_app(app):
     # So do the deliveries, and their retry (the one write besides the webhook) with them.
     access.protect(conversations.blp, conversations.held_blp, deliveries.blp)
     api.init_app(app)
+    # Before any blueprint: a rule looks its converters up as it is registered.
+    app.url_map.converters["id"] = conversations.IdConverter
     webhook.register_event_schemas(api.spec)
     api.register_blueprint(webhook.blp)
     api.register_blueprint(conversations.blp)

@@ -46,10 +46,6 @@ class IdConverter(UUIDConverter):
         return parse_uuid(value)
 
 
-# Before the routes below: a rule is compiled, converters looked up, as it is registered.
-blp.record_once(lambda state: state.app.url_map.converters.update(id=IdConverter))
-
-
 def encode_cursor(after):
     """The opaque cursor of a page boundary: (created_at, id) of the page's last row, as
     URL-safe base64 of `<created_at in UTC, ISO-8601>|<canonical id>`."""

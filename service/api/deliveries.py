@@ -2,7 +2,7 @@
 
 from flask.views import MethodView
 
-from service.api.conversations import IdConverter, decode_cursor, encode_cursor
+from service.api.conversations import decode_cursor, encode_cursor
 from service.api.errors import Blueprint, abort
 from service.api.schemas import (
     DeliveryPageSchema,
@@ -21,9 +21,6 @@ blp = Blueprint(
     description="Deliveries of the replies to REPLY_WEBHOOK_URL (the outbox), and the retry "
     "of dead ones. Empty while delivery is off.",
 )
-
-# The same `<id:...>` converter as the conversations' routes, whichever blueprint comes first.
-blp.record_once(lambda state: state.app.url_map.converters.update(id=IdConverter))
 
 
 def _found(reply_id):

@@ -71,10 +71,7 @@ def record(client, names, lateness=None, notice=None):
             for name in names:
                 pipe.hincrby(PIPELINE_KEY, name, 1)
             if lateness is not None:
-                bucket = next((b for b in LATENESS_BUCKETS if lateness <= b), "inf")
-                pipe.hincrby(PIPELINE_KEY, f"lateness_le_{bucket}", 1)
-                pipe.hincrbyfloat(PIPELINE_KEY, "lateness_sum", lateness)
-                pipe.hincrby(PIPELINE_KEY, "lateness_count", 1)
+                _observe(pipe, "lateness", LATENESS_BUCKETS, lateness)
             if notice is not None:
                 pipe.publish(*notice)
             pipe.execute()
@@ -92,15 +89,20 @@ def record_delivery(client, outcome, latency=None, notice=None):
             if outcome in DELIVERY_OUTCOMES:
                 pipe.hincrby(PIPELINE_KEY, f"deliveries_{outcome}", 1)
             if latency is not None:
-                bucket = next((b for b in DELIVERY_LATENCY_BUCKETS if latency <= b), "inf")
-                pipe.hincrby(PIPELINE_KEY, f"delivery_latency_le_{bucket}", 1)
-                pipe.hincrbyfloat(PIPELINE_KEY, "delivery_latency_sum", latency)
-                pipe.hincrby(PIPELINE_KEY, "delivery_latency_count", 1)
+                _observe(pipe, "delivery_latency", DELIVERY_LATENCY_BUCKETS, latency)
             if notice is not None:
                 pipe.publish(*notice)
             pipe.execute()
     except redis.exceptions.RedisError as exc:
         log.warning("metrics_write_failed", extra={"reason": str(exc)})
+
+
+def _observe(pipe, prefix, bounds, value):
+    """Queue one observation of a histogram kept as `<prefix>_le_<bound>`, `_sum`, `_count`."""
+    bucket = next((b for b in bounds if value <= b), "inf")
+    pipe.hincrby(PIPELINE_KEY, f"{prefix}_le_{bucket}", 1)
+    pipe.hincrbyfloat(PIPELINE_KEY, f"{prefix}_sum", value)
+    pipe.hincrby(PIPELINE_KEY, f"{prefix}_count", 1)
 
 
 def _histogram(raw, prefix, bounds):
