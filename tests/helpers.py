@@ -89,3 +89,15 @@ def wait_for(predicate, timeout=15.0, interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def error(response, status, code=None):
+    """The JSON error body of `response`, checked against SPEC's shape and `status`."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["code"] == status
+    assert body["status"] and body["error"] and body["message"]
+    if code is not None:
+        assert body["error"] == code, body
+    return body

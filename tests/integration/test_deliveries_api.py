@@ -19,6 +19,7 @@ from service.domain.delivery import DEAD, DELIVERED, PENDING
 from service.domain.rules import INBOUND, OPEN, OUTBOUND
 from service.extensions import db
 from service.infra.models import Conversation, Delivery, Message
+from tests.helpers import error
 
 DELIVERY_KEYS = {
     "reply_id",
@@ -137,18 +138,6 @@ def get_json(client, url, status=200, **kwargs):
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
     return response.get_json()
-
-
-def error(response, status, code=None):
-    """The JSON error body of `response`, checked against SPEC's shape and `status`."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["code"] == status
-    assert body["status"] and body["error"] and body["message"]
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def ids(page):

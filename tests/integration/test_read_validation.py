@@ -9,7 +9,7 @@ import pytest
 from flask_migrate import upgrade
 
 from service.extensions import db
-from tests.helpers import new_conversation, new_id, new_message, open_conversation, post
+from tests.helpers import error, new_conversation, new_id, new_message, open_conversation, post
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -24,18 +24,6 @@ def reader(request, make_app, tmp_path):
             upgrade()
         yield app.test_client()
         db.session.remove()
-
-
-def error(response, status, code=None):
-    """The JSON error body of `response`, checked against SPEC's shape and `status`."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["code"] == status
-    assert body["status"] and body["error"] and body["message"]
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def cursor(raw):
