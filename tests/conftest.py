@@ -104,6 +104,23 @@ def app(make_app):
         yield app
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def app_on_each_backend(request, make_app, tmp_path):
+    """An app, inside its context, on the test PostgreSQL database, then on a SQLite file
+    built by the migrations."""
+    overrides = {}
+    if request.param == "sqlite":
+        overrides["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'service.db'}"
+    app = make_app(**overrides)
+    with app.app_context():
+        if request.param == "sqlite":
+            upgrade()
+        yield app
+        from service.extensions import db
+
+        db.session.remove()
+
+
 @pytest.fixture
 def client(app):
     """HTTP client of the app."""

@@ -12,7 +12,6 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from flask_migrate import upgrade
 
 from service.domain import clock
 from service.domain.delivery import DEAD, DELIVERED, PENDING
@@ -36,19 +35,11 @@ DELIVERY_KEYS = {
 STATE_KEYS = DELIVERY_KEYS - {"reply_id", "conversation_id", "created_at"}
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def store(request, make_app, tmp_path):
+@pytest.fixture
+def store(app_on_each_backend):
     """An app (in its context) on the test PostgreSQL database, then on a migrated SQLite
     file."""
-    overrides = {}
-    if request.param == "sqlite":
-        overrides["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'deliveries.db'}"
-    app = make_app(**overrides)
-    with app.app_context():
-        if request.param == "sqlite":
-            upgrade()
-        yield app
-        db.session.remove()
+    return app_on_each_backend
 
 
 def now():

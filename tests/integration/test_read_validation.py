@@ -6,24 +6,14 @@ shape, never a 500; reads run on PostgreSQL and on the embedded SQLite default."
 import base64
 
 import pytest
-from flask_migrate import upgrade
 
-from service.extensions import db
 from tests.helpers import error, new_conversation, new_id, new_message, open_conversation, post
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def reader(request, make_app, tmp_path):
+@pytest.fixture
+def reader(app_on_each_backend):
     """A client of an app on the test PostgreSQL database, then on a migrated SQLite file."""
-    overrides = {}
-    if request.param == "sqlite":
-        overrides["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'reads.db'}"
-    app = make_app(**overrides)
-    with app.app_context():
-        if request.param == "sqlite":
-            upgrade()
-        yield app.test_client()
-        db.session.remove()
+    return app_on_each_backend.test_client()
 
 
 def cursor(raw):
