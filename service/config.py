@@ -67,6 +67,33 @@ def _delivery(env):
     }
 
 
+GENERATOR_FALLBACKS = ("template", "fail")
+
+
+def _generator(env):
+    """The reply generator settings (off unless REPLY_GENERATOR_URL is set: the brief's
+    template answers). REPLY_GENERATOR_FALLBACK says what a group gets when the generator
+    keeps failing: "template" (the template's reply) or "fail" (no reply; the group is kept
+    as failed for an operator to retry)."""
+    url = (env.get("REPLY_GENERATOR_URL") or "").strip() or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"REPLY_GENERATOR_URL must be an http(s) URL, got {url!r}")
+    fallback = (env.get("REPLY_GENERATOR_FALLBACK") or "template").strip().lower()
+    if fallback not in GENERATOR_FALLBACKS:
+        raise ConfigError(f"REPLY_GENERATOR_FALLBACK must be template or fail, got {fallback!r}")
+    return {
+        "REPLY_GENERATOR_URL": url,
+        "REPLY_GENERATOR_TOKEN": (env.get("REPLY_GENERATOR_TOKEN") or "").strip() or None,
+        "REPLY_GENERATOR_TIMEOUT_SECONDS": _number(env, "REPLY_GENERATOR_TIMEOUT_SECONDS", 10.0),
+        "REPLY_GENERATOR_ATTEMPTS": _number(env, "REPLY_GENERATOR_ATTEMPTS", 3, int),
+        "REPLY_GENERATOR_MAX_BACKOFF_SECONDS": _number(
+            env, "REPLY_GENERATOR_MAX_BACKOFF_SECONDS", 5.0
+        ),
+        "REPLY_GENERATOR_FALLBACK": fallback,
+        "REPLY_GENERATOR_INTERVAL": _number(env, "REPLY_GENERATOR_INTERVAL", 1, int),
+    }
+
+
 def _base64(text):
     try:
         return len(base64.b64decode(text, validate=True)) > 0
@@ -127,4 +154,5 @@ def load_config(instance_path, env=None):
         # that does not keep a server connection per client (PgBouncer in transaction mode).
         "DB_PREPARED_STATEMENTS": _flag(env, "DB_PREPARED_STATEMENTS", True),
         **_delivery(env),
+        **_generator(env),
     }

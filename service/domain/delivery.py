@@ -123,16 +123,17 @@ def event(reply_id, conversation_id, content, message_ids, created_at):
     bytes."""
     return {
         "type": EVENT_TYPE,
-        "timestamp": _iso(created_at),
+        "timestamp": iso(created_at),
         "data": {
             "conversation_id": str(conversation_id),
             "reply_id": str(reply_id),
             "content": content,
             "message_ids": [str(m) for m in message_ids],
-            "created_at": _iso(created_at),
+            "created_at": iso(created_at),
         },
     }
 
 
-def _iso(moment):
+def iso(moment):
+    """An aware datetime as ISO-8601 in UTC with a `Z`: "2025-06-04T14:20:00.123456Z"."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -16,6 +16,7 @@ from sqlalchemy import (
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.domain import generation
 from service.domain.delivery import DEAD, DELIVERED, PENDING
 from service.domain.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND
 from service.extensions import db
@@ -82,8 +83,10 @@ class Message(db.Model):
     timestamp = mapped_column(UTCDateTime, nullable=False)
     # The service's own arrival clock: grouping and ordering use it, never the sender's.
     received_at = mapped_column(UTCDateTime, nullable=False)
-    # For an INBOUND message: the OUTBOUND reply that answered its group.
-    reply_id = mapped_column(Uuid, ForeignKey("messages.id"), nullable=True)
+    # For an INBOUND message: the OUTBOUND reply that answers its group, set when the group
+    # closes. Not a foreign key: with REPLY_GENERATOR_URL set the reply is written later,
+    # once the generator answers (the `generations` row says where that stands).
+    reply_id = mapped_column(Uuid, nullable=True)
     # True for replies the service generated, False for messages that came in as events.
     generated: Mapped[bool] = mapped_column(db.Boolean, nullable=False, default=False)
 
@@ -160,3 +163,60 @@ class Delivery(db.Model):
     last_status = mapped_column(Integer, nullable=True)
     last_error = mapped_column(Text, nullable=True)
     delivered_at = mapped_column(UTCDateTime, nullable=True)
+
+
+_GENERATION_PENDING = db.text(f"status = '{generation.PENDING}'")
+_GENERATION_STATUSES = "', '".join(generation.STATUSES)
+_GENERATION_SOURCES = "', '".join(generation.SOURCES)
+
+
+class Generation(db.Model):
+    """A closed group waiting for (or given) its reply from REPLY_GENERATOR_URL: written when
+    the group closes, with its messages linked to `reply_id` (service.pipeline.replies),
+    worked by service.pipeline.generations."""
+
+    __tablename__ = "generations"
+    __table_args__ = (
+        CheckConstraint(f"status IN ('{_GENERATION_STATUSES}')", name="status"),
+        CheckConstraint(f"source IS NULL OR source IN ('{_GENERATION_SOURCES}')", name="source"),
+        Index(
+            "ix_generations_pending",
+            "next_attempt_at",
+            postgresql_where=_GENERATION_PENDING,
+            sqlite_where=_GENERATION_PENDING,
+        ),
+        Index(
+            "ix_generations_conversation_id_created_at",
+            "conversation_id",
+            "created_at",
+            "reply_id",
+        ),
+        # A group waits for the ones before it in its conversation (replies in group order).
+        Index(
+            "ix_generations_pending_by_conversation",
+            "conversation_id",
+            "created_at",
+            "reply_id",
+            postgresql_where=_GENERATION_PENDING,
+            sqlite_where=_GENERATION_PENDING,
+        ),
+        Index("ix_generations_status", "status"),
+    )
+
+    # The id the reply will have (and the idempotency key of every call for it).
+    reply_id = mapped_column(Uuid, primary_key=True)
+    conversation_id = mapped_column(
+        Uuid, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(7), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # When the group closed: orders a conversation's groups.
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    next_attempt_at = mapped_column(UTCDateTime, nullable=True)
+    leased_until = mapped_column(UTCDateTime, nullable=True)
+    last_attempt_at = mapped_column(UTCDateTime, nullable=True)
+    last_status = mapped_column(Integer, nullable=True)
+    last_error = mapped_column(Text, nullable=True)
+    # Who wrote the stored reply: "generator" or "template" (the fallback).
+    source = mapped_column(String(9), nullable=True)
+    stored_at = mapped_column(UTCDateTime, nullable=True)

@@ -15,8 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from sqlalchemy import exists, or_, select, tuple_, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import select, update
 
 from flask import current_app
 
@@ -28,6 +27,7 @@ from service.infra import metrics, outbound, queueing
 from service.infra.database import commit_or_rollback
 from service.infra.models import Delivery, Message
 from service.infra.notices import notice, publish
+from service.pipeline import leases
 
 log = logging.getLogger(__name__)
 
@@ -73,42 +73,7 @@ def claim(now, limit):
     in arrival order). PostgreSQL skips rows another pass is claiming (SKIP LOCKED); SQLite
     serialises the transactions whole.
     """
-    moment = to_datetime(now)
-    earlier = aliased(Delivery)
-    heads = (
-        select(Delivery.reply_id)
-        .where(
-            Delivery.status == PENDING,
-            Delivery.next_attempt_at <= moment,
-            or_(Delivery.leased_until.is_(None), Delivery.leased_until <= moment),
-            ~exists().where(
-                earlier.conversation_id == Delivery.conversation_id,
-                earlier.status == PENDING,
-                tuple_(earlier.created_at, earlier.reply_id)
-                < tuple_(Delivery.created_at, Delivery.reply_id),
-            ),
-        )
-        .order_by(Delivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    rows = db.session.execute(
-        update(Delivery)
-        .where(Delivery.reply_id.in_(heads))
-        .values(
-            attempts=Delivery.attempts + 1,
-            leased_until=to_datetime(now + lease_us()),
-            last_attempt_at=moment,
-        )
-        .returning(
-            Delivery.reply_id,
-            Delivery.conversation_id,
-            Delivery.attempts,
-            Delivery.created_at,
-            Delivery.retry_from,
-        )
-        .execution_options(synchronize_session=False)
-    ).all()
+    rows = leases.claim_heads(Delivery, now, limit, lease_us(), extra=[Delivery.retry_from])
     claimed = {row.reply_id: dict(row._mapping, message_ids=[]) for row in rows}
     if claimed:
         ids = list(claimed)
@@ -160,7 +125,6 @@ def record(delivery, answer, now):
     moment = to_datetime(now)
     values = {
         "status": status,
-        "leased_until": None,
         "last_status": answer.status,
         "last_error": step.error,
         "next_attempt_at": (
@@ -168,16 +132,7 @@ def record(delivery, answer, now):
         ),
         "delivered_at": moment if step.outcome == DELIVERED else None,
     }
-    stored = db.session.execute(
-        update(Delivery)
-        .where(
-            Delivery.reply_id == delivery["reply_id"],
-            Delivery.attempts == delivery["attempts"],
-            Delivery.status == PENDING,
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    stored = leases.settle(Delivery, delivery, **values)
     commit_or_rollback()
     fields = {
         "reply_id": str(delivery["reply_id"]),

@@ -18,7 +18,7 @@ from service.config import database_url
 from service.extensions import db
 from tests import conftest
 
-TABLES = {"conversations", "messages", "held_messages", "deliveries"}
+TABLES = {"conversations", "messages", "held_messages", "deliveries", "generations"}
 SCHEMA = "migrations_check"
 
 

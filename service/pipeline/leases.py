@@ -1,0 +1,76 @@
+"""Claims on outbox-like rows (deliveries, generations): one call in flight per row, the rows
+of a conversation worked in order, and results fenced on the claim.
+
+Both tables share the columns used here: reply_id (key), conversation_id, status ("pending"
+while there is work), attempts, created_at (the conversation's order), next_attempt_at,
+leased_until and last_attempt_at.
+"""
+
+from sqlalchemy import exists, or_, select, tuple_, update
+from sqlalchemy.orm import aliased
+
+from service.domain.clock import to_datetime
+from service.domain.delivery import PENDING
+from service.extensions import db
+
+
+def claim_heads(model, now, limit, lease_us, extra=()):
+    """Lease up to `limit` due heads of `model` (pending, due, lease free or run out, no
+    earlier pending row in their conversation) for one attempt each, not committed: their
+    attempts go up by one (the fence of the attempt's result) and their lease runs for
+    `lease_us` µs from `now` (µs).
+
+    Returns the rows (reply_id, conversation_id, attempts, created_at, then the `extra`
+    columns of `model`). PostgreSQL skips rows
+    another pass is claiming (SKIP LOCKED); SQLite serialises the transactions whole.
+    """
+    moment = to_datetime(now)
+    earlier = aliased(model)
+    heads = (
+        select(model.reply_id)
+        .where(
+            model.status == PENDING,
+            model.next_attempt_at <= moment,
+            or_(model.leased_until.is_(None), model.leased_until <= moment),
+            ~exists().where(
+                earlier.conversation_id == model.conversation_id,
+                earlier.status == PENDING,
+                tuple_(earlier.created_at, earlier.reply_id)
+                < tuple_(model.created_at, model.reply_id),
+            ),
+        )
+        .order_by(model.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return db.session.execute(
+        update(model)
+        .where(model.reply_id.in_(heads))
+        .values(
+            attempts=model.attempts + 1,
+            leased_until=to_datetime(now + lease_us),
+            last_attempt_at=moment,
+        )
+        .returning(model.reply_id, model.conversation_id, model.attempts, model.created_at, *extra)
+        .execution_options(synchronize_session=False)
+    ).all()
+
+
+def settle(model, claimed, **values):
+    """Store an attempt's result on the row `claimed` (a dict with reply_id and attempts, as
+    claimed) if the claim still holds: same attempt number, still pending. Not committed; the
+    lease is released. Returns whether the row was updated (False: a later pass took the row
+    over, and its result is the one that counts)."""
+    return (
+        db.session.execute(
+            update(model)
+            .where(
+                model.reply_id == claimed["reply_id"],
+                model.attempts == claimed["attempts"],
+                model.status == PENDING,
+            )
+            .values(leased_until=None, **values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
