@@ -12,13 +12,20 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from service.domain import generation
 from service.domain.clock import seconds_us
 from service.domain.delivery import DEAD, STATUSES
 from service.domain.rules import EXPIRED, HELD
 from service.infra.database import bound_waits_of_serving_process
 from service.infra.queueing import REPLIES, ROLES, get_scheduler, run_worker
-from service.pipeline import deliveries, holds, replies
-from service.pipeline.queries import get_delivery, list_deliveries, list_held
+from service.pipeline import deliveries, generations, holds, replies
+from service.pipeline.queries import (
+    get_delivery,
+    get_generation,
+    list_deliveries,
+    list_generations,
+    list_held,
+)
 from service.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
@@ -33,12 +40,14 @@ log = logging.getLogger(__name__)
     type=click.Choice(ROLES),
     default=REPLIES,
     show_default=True,
-    help="replies: flush_group and the periodic jobs; deliveries: deliver_replies.",
+    help="replies: flush_group and the periodic jobs; deliveries: deliver_replies; "
+    "generations: generate_replies.",
 )
 def worker_command(burst, name, role):
     """Run an RQ worker (warm shutdown on SIGTERM) that waits out Redis outages: by default
     for flush_group and the periodic jobs; with `--queue deliveries` for deliver_replies, which
-    needs a worker of its own when REPLY_WEBHOOK_URL is set."""
+    needs a worker of its own when REPLY_WEBHOOK_URL is set; with `--queue generations` for
+    generate_replies, which needs one when REPLY_GENERATOR_URL is set."""
     # rq logs every job at INFO; our own flush_group lines say what matters.
     level = "DEBUG" if current_app.config["LOG_LEVEL"] == "DEBUG" else "WARNING"
     bound_waits_of_serving_process(current_app)
@@ -159,10 +168,71 @@ def deliveries_retry(reply_ids, all_dead):
         raise SystemExit(1)
 
 
+@click.command("generate_replies")
+def generate_replies():
+    """Ask REPLY_GENERATOR_URL for the due groups' replies now (one pass) and print the outcomes."""
+    if not generations.generator_on():
+        raise click.ClickException("the generator is off: REPLY_GENERATOR_URL is not set")
+    totals = generations.generate_replies()
+    click.echo(", ".join(f"{outcome} {count}" for outcome, count in totals.items()))
+
+
+generations_cli = AppGroup(
+    "generations", help="Closed groups and their replies from REPLY_GENERATOR_URL."
+)
+
+
+@generations_cli.command("list")
+@click.option("--status", type=click.Choice(generation.STATUSES), help="Only groups in this state.")
+@click.option("--conversation", type=click.UUID, help="Only this conversation's groups.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def generations_list(status, conversation, limit):
+    """List closed groups as a table, newest first."""
+    rows = list_generations(status=status, conversation_id=conversation, limit=limit)
+    click.echo(
+        f"{'REPLY ID':36}  {'CONVERSATION':36}  {'STATUS':7}  {'SOURCE':9}  {'ATTEMPTS':>8}  "
+        "LAST ERROR"
+    )
+    for row in rows:
+        click.echo(
+            f"{row['reply_id']!s:36}  {row['conversation_id']!s:36}  {row['status']:7}  "
+            f"{row['source'] or '-':9}  {row['attempts']:>8}  {row['last_error'] or '-'}"
+        )
+
+
+@generations_cli.command("retry")
+@click.argument("reply_ids", nargs=-1, type=click.UUID)
+@click.option("--all-failed", is_flag=True, help="Every failed group.")
+def generations_retry(reply_ids, all_failed):
+    """Ask the generator again for failed groups (by reply id, or --all-failed).
+
+    Exits 1 when some of the given ids were not failed groups; those are left as they are.
+    """
+    if bool(reply_ids) == all_failed:
+        raise click.UsageError("Give reply ids or --all-failed (one of them).")
+    not_failed = [
+        str(reply_id)
+        for reply_id in dict.fromkeys(reply_ids)
+        if (found := get_generation(reply_id)) is None or found["status"] != generation.FAILED
+    ]
+    retried = generations.retry_generations(
+        reply_ids=list(reply_ids) or None, all_failed=all_failed
+    )
+    click.echo(f"retried {retried} failed group{'' if retried == 1 else 's'}")
+    if not_failed:
+        click.echo(
+            f"not failed groups, left as they are: {', '.join(not_failed)} "
+            "(see `generations list`)",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
 def init_app(app):
     app.cli.add_command(worker_command)
     app.cli.add_command(scheduler_command)
     app.cli.add_command(held_cli)
     app.cli.add_command(deliveries_cli)
-    for command in (prune_held, reconcile_groups, expire_held, deliver_replies):
+    app.cli.add_command(generations_cli)
+    for command in (prune_held, reconcile_groups, expire_held, deliver_replies, generate_replies):
         app.cli.add_command(command)

@@ -8,7 +8,7 @@ import logging
 from functools import wraps
 
 from service.extensions import db
-from service.pipeline import deliveries, holds, replies
+from service.pipeline import deliveries, generations, holds, replies
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +64,10 @@ def deliver_replies():
     """One delivery pass: send the due replies to REPLY_WEBHOOK_URL and record the answers;
     returns the attempts by outcome ({"delivered": n, "retry": n, "dead": n})."""
     return deliveries.deliver_replies()
+
+
+@_job
+def generate_replies():
+    """One generation pass: ask REPLY_GENERATOR_URL for the due groups' replies and store them;
+    returns the calls by outcome ({"generated": n, "retry": n, "template": n, "failed": n})."""
+    return generations.generate_replies()

@@ -65,14 +65,15 @@ def children_of(pid):
 class LiveStack:
     """The service's processes, started and stopped by the tests.
 
-    Processes have names: "web" (the gunicorn master), "worker-N", "deliveries-N" (workers of
-    the deliveries queue) and "scheduler-N".
+    Processes have names: "web" (the gunicorn master), "worker-N", "deliveries-N" and
+    "generations-N" (workers of those queues) and "scheduler-N".
     """
 
     COMMANDS = {
         "web": [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
         "worker": [str(BIN / "flask"), "worker"],
         "deliveries": [str(BIN / "flask"), "worker", "--queue", "deliveries"],
+        "generations": [str(BIN / "flask"), "worker", "--queue", "generations"],
         "scheduler": [str(BIN / "flask"), "scheduler"],
     }
 
@@ -146,6 +147,9 @@ class LiveStack:
 
     def start_delivery_workers(self, count=1):
         self._add("deliveries", count)
+
+    def start_generation_workers(self, count=1):
+        self._add("generations", count)
 
     def start_schedulers(self, count=1):
         self._add("scheduler", count)

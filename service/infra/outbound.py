@@ -1,5 +1,6 @@
 """Outbound HTTP: reply events POSTed to the team's receiver, signed per Standard Webhooks
-(https://www.standardwebhooks.com/, with the `standardwebhooks` library).
+(https://www.standardwebhooks.com/, with the `standardwebhooks` library), and closed groups
+POSTed to the team's reply generator.
 
 Safe to call from several threads at once: one `requests.Session` per process, whose
 connection pool keeps a connection per sending thread.
@@ -11,6 +12,7 @@ import math
 import threading
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
 
@@ -64,6 +66,14 @@ def post(url, body, headers, timeout):
     "connection refused", ...). `timeout` in seconds bounds the connect and each wait for
     the receiver (requests' connect and read timeouts); redirects are not followed (a 3xx is
     the answer), and the response body is not read."""
+    status, error, retry_after, _ = exchange(url, body, headers, timeout, read_limit=None)
+    return Answer(status, error, retry_after)
+
+
+def exchange(url, body, headers, timeout, read_limit):
+    """POST `body` (text) like `post`, and read at most `read_limit` bytes of the answer's
+    body when it is not None. Returns (status, error, retry_after, body): body is None when
+    not read, when there was no answer, or when the answer was longer than `read_limit`."""
     try:
         response = session().post(
             url,
@@ -74,15 +84,26 @@ def post(url, body, headers, timeout):
             stream=True,
         )
     except requests.Timeout:
-        return Answer(None, f"timeout after {timeout:g} s")
+        return None, f"timeout after {timeout:g} s", None, None
     except requests.ConnectionError as exc:
-        return Answer(None, connection_error(exc))
+        return None, connection_error(exc), None, None
     except requests.RequestException as exc:
-        return Answer(None, f"request failed: {type(exc).__name__}")
-    # Not reading the body: the status says it all, and a huge or slow body must not hold
-    # the attempt. Closing drops the connection instead of draining it.
-    response.close()
-    return Answer(response.status_code, None, response.headers.get("Retry-After"))
+        return None, f"request failed: {type(exc).__name__}", None, None
+    content = None
+    try:
+        if read_limit is not None:
+            content = response.raw.read(read_limit + 1, decode_content=True)
+            if len(content) > read_limit:
+                content = None
+    except urllib3.exceptions.TimeoutError:
+        return None, f"timeout after {timeout:g} s", None, None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return None, f"answer cut off: {type(exc).__name__}", None, None
+    finally:
+        # Not draining what is left: a huge or slow body must not hold the attempt. Closing
+        # drops the connection instead.
+        response.close()
+    return response.status_code, None, response.headers.get("Retry-After"), content
 
 
 def connection_error(exc):

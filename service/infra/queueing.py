@@ -23,10 +23,13 @@ from service.extensions import connect_redis, redis_client
 # The queues, by role. "replies": flush_group and the periodic upkeep jobs, on the queue named
 # RQ_QUEUE. "deliveries": deliver_replies, on RQ_QUEUE + "-deliveries", served by workers of its
 # own (`flask worker --queue deliveries`): a pass waits on a receiver's answers for up to ~10 s,
-# and a flush behind it on the same worker would wait as long.
+# and a flush behind it on the same worker would wait as long. "generations": generate_replies,
+# on RQ_QUEUE + "-generations", with workers of their own for the same reason (the team's bot
+# may take seconds to answer).
 REPLIES = "replies"
 DELIVERIES = "deliveries"
-ROLES = (REPLIES, DELIVERIES)
+GENERATIONS = "generations"
+ROLES = (REPLIES, DELIVERIES, GENERATIONS)
 # Results are not read back: the database is the record. Failures are kept for a week.
 RESULT_TTL = 0
 FAILURE_TTL = 7 * 24 * 3600
@@ -39,7 +42,9 @@ DELIVER_JOB = "service.jobs.deliver_replies"
 # thing), so a burst of replies queues one pass, not one each. It expires on its own in case
 # the job was lost with Redis; the periodic pass covers the gap.
 DELIVER_QUEUED_KEY = "conversations:deliver_replies:queued"
-DELIVER_QUEUED_TTL = 5
+GENERATE_JOB = "service.jobs.generate_replies"
+GENERATE_QUEUED_KEY = "conversations:generate_replies:queued"
+PASS_QUEUED_TTL = 5
 # A worker heartbeats at least every WORKER_TTL - 15 s (its BLPOP timeout); one that stopped
 # drops out of /readyz (live_workers) WORKER_TTL s after its last heartbeat, and out of RQ's
 # registry 60 s later.
@@ -285,15 +290,15 @@ class PreciseScheduler(Scheduler):
 
 
 def queue_name(role=REPLIES):
-    """The RQ name of a role's queue (REPLIES or DELIVERIES): RQ_QUEUE, or RQ_QUEUE plus
-    "-deliveries", so deployments that share a Redis database under different RQ_QUEUE names
-    keep their deliveries apart too."""
+    """The RQ name of a role's queue (one of ROLES): RQ_QUEUE, or RQ_QUEUE plus "-deliveries"
+    or "-generations", so deployments that share a Redis database under different RQ_QUEUE names
+    keep their deliveries and generations apart too."""
     base = current_app.config["RQ_QUEUE"]
     return base if role == REPLIES else f"{base}-{role}"
 
 
 def get_queue(role=REPLIES):
-    """The app's job queue of a role (REPLIES or DELIVERIES)."""
+    """The app's job queue of a role (one of ROLES)."""
     return JsonQueue(queue_name(role), connection=redis_client.client)
 
 
@@ -308,7 +313,13 @@ def periodic_jobs():
             replies,
         ),
     }
-    # Retries that came due, and deliveries whose job was lost (Redis) or whose worker died.
+    # Retries that came due, and passes whose job was lost (Redis) or whose worker died.
+    if current_app.config["REPLY_GENERATOR_URL"] is not None:
+        jobs["generate_replies"] = (
+            GENERATE_JOB,
+            current_app.config["REPLY_GENERATOR_INTERVAL"],
+            queue_name(GENERATIONS),
+        )
     if current_app.config["REPLY_WEBHOOK_URL"] is not None:
         jobs["deliver_replies"] = (
             DELIVER_JOB,
@@ -353,7 +364,7 @@ def get_worker(name=None, roles=(REPLIES,)):
 
 
 def run_worker(name=None, burst=False, logging_level="WARNING", role=REPLIES):
-    """Work on the queue of `role` (REPLIES or DELIVERIES) until a stop is requested
+    """Work on the queue of `role` (one of ROLES) until a stop is requested
     (SIGTERM/SIGINT: warm shutdown) or, with `burst`, the queue is empty.
 
     RQ's work loop quits on a Redis timeout or an unexpected error; this starts a new worker
@@ -441,22 +452,41 @@ def schedule_flush(conversation_id, due_us):
         get_scheduler().add_flush(flush_entry(conversation_id), _at(due_us))
 
 
-def deliver_soon():
-    """Queue a deliver_replies pass, unless one is queued and has not started yet; never fails
-    the caller (the periodic pass delivers anyway)."""
+def _pass_soon(job, role, key):
+    """Queue one pass of `job` on the queue of `role`, unless one is queued and has not started
+    yet (`key` says so; the pass deletes it when it starts); never fails the caller (the
+    periodic pass comes anyway)."""
     try:
-        if redis_client.client.set(DELIVER_QUEUED_KEY, 1, nx=True, ex=DELIVER_QUEUED_TTL):
-            get_queue(DELIVERIES).enqueue(
-                DELIVER_JOB, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
-            )
+        if redis_client.client.set(key, 1, nx=True, ex=PASS_QUEUED_TTL):
+            get_queue(role).enqueue(job, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
     except redis.exceptions.RedisError as exc:
-        log.warning("deliver_replies_enqueue_failed", extra={"reason": str(exc)})
+        log.warning(f"{job.rsplit('.', 1)[-1]}_enqueue_failed", extra={"reason": str(exc)})
+
+
+def _pass_started(job, key):
+    """Called by a pass before it looks at its table: work stored from now on queues a new
+    pass. Never fails the caller."""
+    try:
+        redis_client.client.delete(key)
+    except redis.exceptions.RedisError as exc:
+        log.warning(f"{job.rsplit('.', 1)[-1]}_unqueue_failed", extra={"reason": str(exc)})
+
+
+def deliver_soon():
+    """Queue a deliver_replies pass (see _pass_soon)."""
+    _pass_soon(DELIVER_JOB, DELIVERIES, DELIVER_QUEUED_KEY)
 
 
 def deliver_started():
-    """Called by a deliver_replies pass before it looks at the outbox: replies stored from now
-    on queue a new pass. Never fails the caller."""
-    try:
-        redis_client.client.delete(DELIVER_QUEUED_KEY)
-    except redis.exceptions.RedisError as exc:
-        log.warning("deliver_replies_unqueue_failed", extra={"reason": str(exc)})
+    """Called by a deliver_replies pass before it looks at the outbox."""
+    _pass_started(DELIVER_JOB, DELIVER_QUEUED_KEY)
+
+
+def generate_soon():
+    """Queue a generate_replies pass (see _pass_soon)."""
+    _pass_soon(GENERATE_JOB, GENERATIONS, GENERATE_QUEUED_KEY)
+
+
+def generate_started():
+    """Called by a generate_replies pass before it looks at the closed groups."""
+    _pass_started(GENERATE_JOB, GENERATE_QUEUED_KEY)

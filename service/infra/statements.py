@@ -16,6 +16,7 @@ about a third of the database's CPU. docs/benchmarks.md has the figures.
 from sqlalchemy import Boolean, String, Text, Uuid, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
+from service.domain import generation
 from service.domain.delivery import PENDING
 from service.domain.rules import INBOUND, OPEN
 from service.infra.models import UTCDateTime
@@ -174,6 +175,15 @@ STORE_DELIVERY = Statement(
     " retry_from, next_attempt_at)"
     f" VALUES (:reply_id, :conversation_id, '{PENDING}', 0, :created_at, :created_at,"
     " :created_at)",
+    reply_id=Uuid,
+    conversation_id=Uuid,
+    created_at=UTCDateTime,
+)
+# A group closed for the generator (service.pipeline.replies): pending and due at once.
+STORE_GENERATION = Statement(
+    "INSERT INTO generations (reply_id, conversation_id, status, attempts, created_at,"
+    " next_attempt_at)"
+    f" VALUES (:reply_id, :conversation_id, '{generation.PENDING}', 0, :created_at, :created_at)",
     reply_id=Uuid,
     conversation_id=Uuid,
     created_at=UTCDateTime,

@@ -15,7 +15,7 @@ from service.domain.clock import to_datetime, to_us
 from service.domain.delivery import PENDING
 from service.domain.rules import EXPIRED, HELD, INBOUND, OUTBOUND
 from service.extensions import db, redis_client
-from service.infra.models import Conversation, Delivery, HeldMessage, Message
+from service.infra.models import Conversation, Delivery, Generation, HeldMessage, Message
 from service.infra.queueing import (
     SCHEDULER_HEARTBEAT_KEY,
     get_queue,
@@ -172,6 +172,55 @@ def get_delivery(reply_id):
     """The delivery of one reply as a dict of the DeliverySchema fields, or None."""
     found = db.session.get(Delivery, reply_id)
     row = _delivery_row(found) if found is not None else None
+    db.session.rollback()
+    return row
+
+
+_GENERATION_FIELDS = (
+    "reply_id",
+    "conversation_id",
+    "status",
+    "attempts",
+    "created_at",
+    "next_attempt_at",
+    "last_attempt_at",
+    "last_status",
+    "last_error",
+    "source",
+    "stored_at",
+)
+
+
+def list_generations(status=None, conversation_id=None, limit=20):
+    """Closed groups sent (or to send) to REPLY_GENERATOR_URL, newest closure first. `status`:
+    one of service.domain.generation.STATUSES or None for all. Returns a list of dicts of
+    _GENERATION_FIELDS, each with `message_ids` (the group's, in arrival order)."""
+    query = select(Generation)
+    if status:
+        query = query.where(Generation.status == status)
+    if conversation_id:
+        query = query.where(Generation.conversation_id == conversation_id)
+    found = db.session.execute(
+        query.order_by(Generation.created_at.desc(), Generation.reply_id.desc()).limit(limit)
+    ).scalars()
+    rows = {g.reply_id: {n: getattr(g, n) for n in _GENERATION_FIELDS} for g in found}
+    for row in rows.values():
+        row["message_ids"] = []
+    if rows:
+        for reply_id, message_id in db.session.execute(
+            select(Message.reply_id, Message.id)
+            .where(Message.reply_id.in_(list(rows)), Message.type == INBOUND)
+            .order_by(Message.received_at, Message.id)
+        ):
+            rows[reply_id]["message_ids"].append(message_id)
+    db.session.rollback()
+    return list(rows.values())
+
+
+def get_generation(reply_id):
+    """The generation of one reply id as a dict (see list_generations), or None."""
+    found = db.session.get(Generation, reply_id)
+    row = {n: getattr(found, n) for n in _GENERATION_FIELDS} if found is not None else None
     db.session.rollback()
     return row
 

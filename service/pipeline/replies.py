@@ -1,8 +1,11 @@
 """Answering groups: flush_group when a group may be quiet, reconcile_groups to rebuild the
 buffer from the database.
 
-Exactly one reply per group: a reply is written under the conversation's row lock, only for
-messages not answered yet, with an id derived from the group's first message.
+Exactly one reply per group: a group is closed under the conversation's row lock, only for
+messages not answered yet, with a reply id derived from the group's first message. By default
+the reply (the brief's template) is written then and there; with REPLY_GENERATOR_URL set the
+closure is recorded instead and the team's bot writes the reply later
+(service.pipeline.generations).
 """
 
 import logging
@@ -34,6 +37,7 @@ from service.infra.statements import (
     LOCK_CONVERSATION,
     SELECT_UNANSWERED,
     STORE_DELIVERY,
+    STORE_GENERATION,
     STORE_REPLY,
     TOUCH_CONVERSATION,
 )
@@ -55,11 +59,13 @@ def lock_conversation(conversation_id):
 
 @dataclass(frozen=True)
 class Answer:
-    """A reply written for one group: its id, the group's message ids, its newest arrival."""
+    """A reply written for one group: its id, the group's message ids, its newest arrival;
+    `generating` when the group was only closed and its reply is the generator's to write."""
 
     reply_id: uuid.UUID
     message_ids: list
     newest_us: int
+    generating: bool = False
 
 
 def answer_groups(conversation_id, now, final=False):
@@ -70,9 +76,13 @@ def answer_groups(conversation_id, now, final=False):
     they are the same whatever the Redis buffer lost. `final` answers the open group too (a
     close). Called with the conversation row locked, so two flushes answer a group once.
     With REPLY_WEBHOOK_URL set, each reply's delivery (the outbox row, pending and due at
-    once) is written with it, so neither is ever stored without the other.
+    once) is written with it, so neither is ever stored without the other. With
+    REPLY_GENERATOR_URL set, no reply is written: each group's messages are linked to its reply
+    id and a pending `generations` row records the closure (SPEC: closed exactly once, before
+    the generator is called).
     """
     outbox = current_app.config["REPLY_WEBHOOK_URL"] is not None
+    generator = current_app.config["REPLY_GENERATOR_URL"] is not None
     rows = db.session.execute(SELECT_UNANSWERED, {"conversation_id": conversation_id}).all()
     arrivals = [(message_id, to_us(received_at)) for message_id, received_at in rows]
     answers = []
@@ -81,6 +91,16 @@ def answer_groups(conversation_id, now, final=False):
         reply = reply_id(ids[0])
         # Replies written together are a microsecond apart, so they read in group order.
         moment = to_datetime(now + offset)
+        if generator:
+            STORE_GENERATION.execute(
+                db.session.connection(),
+                reply_id=reply,
+                conversation_id=conversation_id,
+                created_at=moment,
+            )
+            db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
+            answers.append(Answer(reply, ids, group[-1][1], generating=True))
+            continue
         STORE_REPLY.execute(
             db.session.connection(),
             id=reply,
@@ -115,20 +135,22 @@ def reply_fields(answer):
 
 
 def announce_reply(conversation_id, answer, trigger, now, lateness=None, counts=()):
-    """After the commit: count the reply (and `counts`), observe its lateness (seconds) and
-    tell the consoles, in one Redis round trip, then queue its delivery when delivery is on;
-    never fails the caller."""
+    """After the commit: count the group answered (replies_<trigger>, `trigger` "quiet" or
+    "close"; None counts nothing) and `counts`, observe its lateness (seconds) and tell the
+    consoles, in one Redis round trip; then queue the reply's generation (a group closed for
+    the generator) or its delivery (when delivery is on). Never fails the caller."""
     live = notice(
-        "reply.created",
+        "group.closed" if answer.generating else "reply.created",
         conversation_id=conversation_id,
         message_id=answer.reply_id,
         message_ids=list(answer.message_ids),
         at=to_datetime(now),
     )
-    metrics.record(
-        redis_client.client, [*counts, f"replies_{trigger}"], lateness=lateness, notice=live
-    )
-    if current_app.config["REPLY_WEBHOOK_URL"] is not None:
+    names = [*counts, f"replies_{trigger}"] if trigger else list(counts)
+    metrics.record(redis_client.client, names, lateness=lateness, notice=live)
+    if answer.generating:
+        queueing.generate_soon()
+    elif current_app.config["REPLY_WEBHOOK_URL"] is not None:
         queueing.deliver_soon()
 
 
