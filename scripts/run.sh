@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run web, worker and scheduler (plus a delivery worker when REPLY_WEBHOOK_URL is set) together
+# Run web, worker and scheduler (plus a delivery worker when REPLY_WEBHOOK_URL is set, and a
+# generation worker when REPLY_GENERATOR_URL is set) together
 # until Ctrl-C or SIGTERM, which stops all of them.
 # Used by `make run`; configuration comes from the environment and an optional .env file.
 # Exit status: 0 after a requested stop (Ctrl-C, SIGTERM); 1 when a process exits by itself.
@@ -84,6 +85,10 @@ start worker "$BIN/flask" worker
 # never hold up a flush.
 if [ -n "${REPLY_WEBHOOK_URL:-}" ]; then
   start delivery-worker "$BIN/flask" worker --queue deliveries
+fi
+# So do the calls to the team's bot (on only with REPLY_GENERATOR_URL).
+if [ -n "${REPLY_GENERATOR_URL:-}" ]; then
+  start generation-worker "$BIN/flask" worker --queue generations
 fi
 start scheduler "$BIN/flask" scheduler
 echo "run: web on http://$HOST:$PORT (API docs at /docs, console at /ui/); Ctrl-C stops everything"

@@ -74,6 +74,22 @@ describe('delivery.updated', () => {
   })
 })
 
+describe('the team\'s bot', () => {
+  it('a group closed for the bot leaves the activity panel and touches the list', () => {
+    const ev = { name: 'group.closed', data: { conversation_id: 'c1', message_id: 'r1' } }
+    expect(decideRefresh(ev, 'c1')).toEqual({ list: true, conversation: true, activity: true, held: false })
+    expect(decideRefresh(ev, 'c2')).toEqual({ list: true, conversation: false, activity: false, held: false })
+  })
+
+  it('a failed or retried generation reloads the open conversation only', () => {
+    for (const name of ['generation.failed', 'generation.retried']) {
+      const ev = { name, data: { conversation_id: 'c1', reply_id: 'r1' } }
+      expect(decideRefresh(ev, 'c1')).toEqual({ list: false, conversation: true, activity: true, held: false })
+      expect(decideRefresh(ev, 'c2')).toEqual({ list: false, conversation: false, activity: false, held: false })
+    }
+  })
+})
+
 const ACTIVITY = { conversation_id: 'c1', group: null, held: [] }
 
 function conversation(delivery: Record<string, DeliveryState | null | undefined>) {

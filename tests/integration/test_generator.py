@@ -2,11 +2,14 @@
 with a real HTTP generator (pytest-httpserver, threaded) and the clock under control."""
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections import deque
 
 import pytest
+import requests
 from flask_migrate import upgrade
 from pytest_httpserver import HTTPServer
 from sqlalchemy import select
@@ -147,7 +150,10 @@ def closed_group(client, fake_clock, *contents):
     """A conversation whose one group (a message per content) was closed by its flush.
     Returns (conversation_id, message ids, the generation row)."""
     conversation_id = open_conversation(client)
-    ids = [send_text(client, conversation_id, text) for text in contents]
+    ids = []
+    for text in contents:
+        ids.append(send_text(client, conversation_id, text))
+        fake_clock.advance(0.1)
     fake_clock.advance(5)
     assert reply_pipeline.flush_group(conversation_id) == "answered"
     [generation] = rows_of(conversation_id)
@@ -451,3 +457,42 @@ def test_the_generator_on_sqlite(redis_conn, tmp_path, fake_clock, bot):
         assert reply["content"] == "Bot: Oi"
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def reference_bot():
+    """scripts/bot.py as a real process on a free port; yields its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scripts.bot", "--port", "0", "--json"],
+        cwd=conftest.ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listening = json.loads(process.stdout.readline())
+        assert listening["event"] == "listening"
+        yield listening["url"]
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+        process.stdout.close()
+
+
+def test_the_reference_bot_answers_and_honours_the_idempotency_key(
+    make_app, fake_clock, reference_bot
+):
+    app = make_app(REPLY_GENERATOR_URL=reference_bot, REPLY_GENERATOR_TIMEOUT_SECONDS=5.0)
+    with app.app_context():
+        client = app.test_client()
+        conversation_id, _, generation = closed_group(client, fake_clock, "Oi", "Tudo bem?")
+        assert generations.generate_replies()["generated"] == 1
+        [reply] = replies(client, conversation_id)
+        assert reply["content"] == "Olá! Recebemos 2 mensagem(ns): Oi / Tudo bem?"
+    # A repeat of the call (a lost answer) gets the first answer again.
+    again = requests.post(
+        reference_bot,
+        json={"messages": [{"content": "something else"}]},
+        headers={"Idempotency-Key": str(generation["reply_id"])},
+        timeout=5,
+    )
+    assert again.json() == {"content": reply["content"]}

@@ -45,7 +45,11 @@ export function decideRefresh(event: BusEvent, selectedId: string | null | undef
     case 'message.expired':
       return { list: false, conversation: false, activity: isSelected, held: true }
     case 'reply.created':
+    case 'group.closed': // closed for the team's bot: the group leaves the activity panel
       return { list: true, conversation: isSelected, activity: isSelected, held: false }
+    case 'generation.failed':
+    case 'generation.retried':
+      return { list: false, conversation: isSelected, activity: isSelected, held: false }
     case 'delivery.updated':
       // A reply of this conversation was delivered, retried or given up: its badge changes.
       return { list: false, conversation: isSelected, activity: false, held: false }

@@ -101,6 +101,9 @@ export const STREAM_EVENT_NAMES = [
   'message.held',
   'message.expired',
   'reply.created',
+  'group.closed',
+  'generation.failed',
+  'generation.retried',
   'delivery.updated',
 ] as const
 
