@@ -477,6 +477,32 @@ def test_a_receiver_down_then_up_gets_everything_in_order(client, fake_clock, re
     assert all(s["verified"] for s in receiver.seen)
 
 
+def test_a_receiver_down_for_an_hour_gets_everything_in_order(client, fake_clock, receiver):
+    """An hour of refused connections on the service's clock, with a pass whenever a retry is
+    due: nothing is given up (the window is 24 h), the pauses stay at the backoff cap, and once
+    the receiver is back every reply arrives within the cap, in order."""
+    port = receiver.server.port
+    receiver.server.stop()
+    conversations = [conversation_with_groups(client, fake_clock, 2) for _ in range(3)]
+    heads = [ids[0] for _, ids in conversations]
+    down_until = fake_clock.us + 3600 * 1_000_000
+    while fake_clock.us < down_until:
+        due = min(to_us(row(i)["next_attempt_at"]) for i in heads)
+        # Never more than the cap (30 s) between two attempts of a head.
+        assert due - fake_clock.us <= 30 * 1_000_000
+        fake_clock.us = max(due, fake_clock.us)
+        assert deliveries.deliver_replies()["dead"] == 0
+    assert {row(i)["status"] for i in heads} == {PENDING}
+    assert min(row(i)["attempts"] for i in heads) > 100
+    receiver.server.port = port
+    receiver.server.start()
+    fake_clock.advance(30)
+    assert deliveries.deliver_replies()["delivered"] == 6
+    for conversation_id, ids in conversations:
+        assert receiver.ids(conversation_id) == ids
+    assert receiver.out_of_order == []
+
+
 def test_a_worker_killed_mid_delivery(make_app, receiver, redis_conn, tmp_path, fake_clock):
     """A real `flask worker --queue deliveries` is SIGKILLed while the receiver holds its
     request: the lease runs out, the next pass sends again with the same webhook-id, and the
