@@ -20,6 +20,9 @@ from service.domain.delivery import Answer
 
 # Connections kept to the receiver: at least one per sending thread.
 POOL_SIZE = 16
+# A receiver's answer up to this long (by its Content-Length) is read whole, so its connection
+# can be used again; a longer one, or one of unknown length, is dropped unread.
+DRAIN_LIMIT_BYTES = 64 * 1024
 _session = None
 _session_lock = threading.Lock()
 
@@ -65,7 +68,8 @@ def post(url, body, headers, timeout):
     HTTP status and Retry-After header, or status None and an error ("timeout after 5 s",
     "connection refused", ...). `timeout` in seconds bounds the connect and each wait for
     the receiver (requests' connect and read timeouts); redirects are not followed (a 3xx is
-    the answer), and the response body is not read."""
+    the answer), and the response body is only read to keep the connection (see
+    DRAIN_LIMIT_BYTES)."""
     status, error, retry_after, _ = exchange(url, body, headers, timeout, read_limit=None)
     return Answer(status, error, retry_after)
 
@@ -91,17 +95,26 @@ def exchange(url, body, headers, timeout, read_limit):
         return None, f"request failed: {type(exc).__name__}", None, None
     content = None
     try:
-        if read_limit is not None:
+        size = response.headers.get("Content-Length", "")
+        # Only uncompressed: a small compressed body may inflate to any size.
+        plain = response.headers.get("Content-Encoding", "identity").lower() == "identity"
+        if plain and size.isdigit() and int(size) <= (read_limit or DRAIN_LIMIT_BYTES):
+            # Read whole, the connection goes back to the pool for the next call: a new
+            # connection per call cost the sender and the receiver more CPU than the call.
+            content = response.content
+            if read_limit is None:
+                content = None
+        elif read_limit is not None:
             content = response.raw.read(read_limit + 1, decode_content=True)
             if len(content) > read_limit:
                 content = None
-    except urllib3.exceptions.TimeoutError:
+    except (requests.Timeout, urllib3.exceptions.TimeoutError):
         return None, f"timeout after {timeout:g} s", None, None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         return None, f"answer cut off: {type(exc).__name__}", None, None
     finally:
-        # Not draining what is left: a huge or slow body must not hold the attempt. Closing
-        # drops the connection instead.
+        # A body not read whole (too large, or of unknown length) is not drained: it must not
+        # hold the call. Closing drops that connection instead.
         response.close()
     return response.status_code, None, response.headers.get("Retry-After"), content
 
