@@ -75,6 +75,10 @@ class Bot:
 
 class Handler(BaseHTTPRequestHandler):
     server: BotServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as the service's requests.Session expects
+    # Headers and body go out as separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (40 ms) on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server API)
         pass

@@ -239,6 +239,9 @@ class Handler(BaseHTTPRequestHandler):
     """POST: an event for the Receiver; GET: the counts so far (a readiness check)."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as the service's requests.Session expects
+    # Headers and body go out as separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (40 ms) on a kept-alive connection.
+    disable_nagle_algorithm = True
     server: ReceiverServer
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server API)

@@ -27,6 +27,7 @@ from service.infra import metrics, outbound, queueing
 from service.infra.database import commit_or_rollback
 from service.infra.models import Delivery, Message
 from service.infra.notices import notice, publish
+from service.infra.statements import SETTLE_DELIVERY
 from service.pipeline import leases
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,15 @@ def record(delivery, answer, now):
         ),
         "delivered_at": moment if step.outcome == DELIVERED else None,
     }
-    stored = leases.settle(Delivery, delivery, **values)
+    stored = (
+        SETTLE_DELIVERY.execute(
+            db.session.connection(),
+            reply_id=delivery["reply_id"],
+            attempts=delivery["attempts"],
+            **values,
+        ).rowcount
+        == 1
+    )
     commit_or_rollback()
     fields = {
         "reply_id": str(delivery["reply_id"]),

@@ -339,13 +339,28 @@ def gauges():
     depth, oldest = db.session.execute(
         select(func.count(), func.min(Delivery.created_at)).where(Delivery.status == PENDING)
     ).one()
+    waiting, oldest_group = db.session.execute(
+        select(func.count(), func.min(Generation.created_at)).where(Generation.status == PENDING)
+    ).one()
     db.session.rollback()
-    oldest_age = max(0.0, (clock.now_us() - to_us(oldest)) / 1e6) if oldest is not None else 0.0
+    now = clock.now_us()
+
+    def age(moment):
+        return max(0.0, (now - to_us(moment)) / 1e6) if moment is not None else 0.0
+
     return {
+        "generation_pending": (
+            "Closed groups waiting for their reply from REPLY_GENERATOR_URL",
+            waiting,
+        ),
+        "generation_oldest_pending_age_seconds": (
+            "Age of the oldest group waiting for the generator (since it closed); 0 when none",
+            age(oldest_group),
+        ),
         "delivery_outbox_depth": ("Replies waiting for their delivery (pending)", depth),
         "delivery_oldest_pending_age_seconds": (
             "Age of the oldest pending reply (since it was stored); 0 when none is pending",
-            oldest_age,
+            age(oldest),
         ),
         "held_messages_waiting": (
             "Messages held for a conversation not created yet",

@@ -31,6 +31,7 @@ from service.infra.queueing import (
     queue_name,
 )
 from service.pipeline import generations
+from service.pipeline.queries import gauges
 from service.pipeline import replies as reply_pipeline
 from tests import conftest
 from tests.helpers import (
@@ -283,6 +284,9 @@ def test_a_5xx_is_retried_and_the_next_answer_counts(client, fake_clock, bot):
     reply_id = generation["reply_id"]
     assert generations.generate_replies()["retry"] == 1
     assert row(reply_id)["last_status"] == 503
+    fake_clock.advance(0.5)
+    assert gauges()["generation_pending"][1] == 1
+    assert gauges()["generation_oldest_pending_age_seconds"][1] == 0.5
     advance_to_next_attempt(fake_clock, reply_id)
     assert generations.generate_replies()["retry"] == 1
     advance_to_next_attempt(fake_clock, reply_id)
