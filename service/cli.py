@@ -7,6 +7,7 @@ Never `service.api`.
 
 import json
 import logging
+import os
 
 import click
 from flask import current_app
@@ -30,6 +31,9 @@ from service.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
+# How much lower the CPU priority of the delivery and generation workers is (nice(2)).
+OUTBOUND_NICENESS = 5
+
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Run the jobs already queued, then exit.")
@@ -52,6 +56,10 @@ def worker_command(burst, name, role):
     level = "DEBUG" if current_app.config["LOG_LEVEL"] == "DEBUG" else "WARNING"
     bound_waits_of_serving_process(current_app)
     freeze_startup_objects()
+    if role != REPLIES:
+        # Deliveries and generations have seconds to spare, a reply's timing has not: where
+        # they share CPUs with a reply worker, the kernel serves the reply worker first.
+        os.nice(OUTBOUND_NICENESS)
     run_worker(name, burst=burst, logging_level=level, role=role)
 
 
@@ -188,7 +196,7 @@ generations_cli = AppGroup(
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 def generations_list(status, conversation, limit):
     """List closed groups as a table, newest first."""
-    rows = list_generations(status=status, conversation_id=conversation, limit=limit)
+    rows, _ = list_generations(status=status, conversation_id=conversation, limit=limit)
     click.echo(
         f"{'REPLY ID':36}  {'CONVERSATION':36}  {'STATUS':7}  {'SOURCE':9}  {'ATTEMPTS':>8}  "
         "LAST ERROR"

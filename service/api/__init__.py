@@ -17,11 +17,21 @@ api = Api(spec_kwargs={"extra_plugins": [BearerSecurityPlugin()]})
 
 def init_app(app):
     """Bind the API to the app and register every blueprint."""
-    from service.api import access, conversations, deliveries, live, ops, swagger, webhook
+    from service.api import (
+        access,
+        conversations,
+        deliveries,
+        generations,
+        live,
+        ops,
+        swagger,
+        webhook,
+    )
 
     # The reads show customers' messages: behind API_TOKEN when set (service.api.access).
-    # So do the deliveries, and their retry (the one write besides the webhook) with them.
-    access.protect(conversations.blp, conversations.held_blp, deliveries.blp)
+    # So do the deliveries and the generations, with their retries (the only writes besides the
+    # webhook).
+    access.protect(conversations.blp, conversations.held_blp, deliveries.blp, generations.blp)
     api.init_app(app)
     # Before any blueprint: a rule looks its converters up as it is registered.
     app.url_map.converters["id"] = conversations.IdConverter
@@ -30,6 +40,7 @@ def init_app(app):
     api.register_blueprint(conversations.blp)
     api.register_blueprint(conversations.held_blp)
     api.register_blueprint(deliveries.blp)
+    api.register_blueprint(generations.blp)
     swagger.init_app(app)
     ops.init_app(app)
     live.init_app(app)

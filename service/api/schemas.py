@@ -8,6 +8,7 @@ import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate
 
 from service.domain.delivery import STATUSES as DELIVERY_STATUSES
+from service.domain.generation import STATUSES as GENERATION_STATUSES
 from service.domain.rules import CLOSED, EXPIRED, HELD, INBOUND, OPEN, OUTBOUND, RECEIVED, SENT
 
 EVENT_TYPES = ("NEW_CONVERSATION", "NEW_MESSAGE", "CLOSE_CONVERSATION")
@@ -351,6 +352,60 @@ class DeliveryQueryArgsSchema(Schema):
     )
 
 
+class GenerationSchema(Schema):
+    """A closed group and its reply from REPLY_GENERATOR_URL."""
+
+    reply_id = fields.UUID(
+        required=True, metadata={"description": "The reply's id, also the Idempotency-Key sent"}
+    )
+    conversation_id = fields.UUID(required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(GENERATION_STATUSES),
+        metadata={
+            "description": "pending: waiting for the generator (or its retry); stored: the "
+            "reply is written (see source); failed: given up with REPLY_GENERATOR_FALLBACK=fail, "
+            "until an operator retries it"
+        },
+    )
+    source = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Who wrote the stored reply: generator, or template (fallback)"},
+    )
+    attempts = fields.Integer(required=True, metadata={"description": "Calls made so far"})
+    message_ids = fields.List(
+        fields.UUID(), required=True, metadata={"description": "The group, in arrival order"}
+    )
+    created_at = fields.AwareDateTime(
+        required=True, format="iso", metadata={"description": "When the group closed"}
+    )
+    next_attempt_at = fields.AwareDateTime(
+        required=True, format="iso", allow_none=True, metadata={"description": "While pending"}
+    )
+    last_attempt_at = fields.AwareDateTime(required=True, format="iso", allow_none=True)
+    last_status = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "HTTP status of the last call; null when none answered"},
+    )
+    last_error = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why the last call failed", "example": "timeout after 10 s"},
+    )
+    stored_at = fields.AwareDateTime(required=True, format="iso", allow_none=True)
+
+
+class GenerationPageSchema(Schema):
+    items = fields.List(fields.Nested(GenerationSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class GenerationQueryArgsSchema(DeliveryQueryArgsSchema):
+    status = fields.String(validate=validate.OneOf(GENERATION_STATUSES))
+
+
 class StrictBoolean(fields.Boolean):
     """A JSON true or false, nothing that merely looks like one ("true", 1)."""
 
@@ -371,4 +426,18 @@ class RetryDeadSchema(Schema):
 class RetriedSchema(Schema):
     retried = fields.Integer(
         required=True, metadata={"description": "How many dead deliveries are pending again"}
+    )
+
+
+class RetryFailedSchema(Schema):
+    all_failed = StrictBoolean(
+        required=True,
+        validate=validate.Equal(True, error="Must be true: retry every failed group."),
+        metadata={"description": "Must be true: every failed group goes back to pending"},
+    )
+
+
+class RetriedGroupsSchema(Schema):
+    retried = fields.Integer(
+        required=True, metadata={"description": "How many failed groups are pending again"}
     )

@@ -191,21 +191,24 @@ _GENERATION_FIELDS = (
 )
 
 
-def list_generations(status=None, conversation_id=None, limit=20):
-    """Closed groups sent (or to send) to REPLY_GENERATOR_URL, newest closure first. `status`:
-    one of service.domain.generation.STATUSES or None for all. Returns a list of dicts of
-    _GENERATION_FIELDS, each with `message_ids` (the group's, in arrival order)."""
+def list_generations(status=None, conversation_id=None, limit=20, after=None):
+    """Closed groups sent (or to send) to REPLY_GENERATOR_URL, newest closure first (then reply
+    id). `status`: one of service.domain.generation.STATUSES or None for all; `after`: the
+    (created_at, reply_id) of the last row of the previous page. Returns (rows, the
+    (created_at, reply_id) to pass as `after` for the next page, or None on the last page);
+    each row is a dict of the GenerationSchema fields, `message_ids` (the group's, in arrival
+    order) included."""
     query = select(Generation)
     if status:
         query = query.where(Generation.status == status)
     if conversation_id:
         query = query.where(Generation.conversation_id == conversation_id)
+    if after is not None:
+        query = query.where(older_than(Generation.created_at, Generation.reply_id, after))
     found = db.session.execute(
-        query.order_by(Generation.created_at.desc(), Generation.reply_id.desc()).limit(limit)
+        query.order_by(Generation.created_at.desc(), Generation.reply_id.desc()).limit(limit + 1)
     ).scalars()
-    rows = {g.reply_id: {n: getattr(g, n) for n in _GENERATION_FIELDS} for g in found}
-    for row in rows.values():
-        row["message_ids"] = []
+    rows = {g.reply_id: _generation_row(g) for g in found}
     if rows:
         for reply_id, message_id in db.session.execute(
             select(Message.reply_id, Message.id)
@@ -214,13 +217,30 @@ def list_generations(status=None, conversation_id=None, limit=20):
         ):
             rows[reply_id]["message_ids"].append(message_id)
     db.session.rollback()
-    return list(rows.values())
+    rows = list(rows.values())
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], (last["created_at"], last["reply_id"])
+
+
+def _generation_row(found):
+    return {**{name: getattr(found, name) for name in _GENERATION_FIELDS}, "message_ids": []}
 
 
 def get_generation(reply_id):
     """The generation of one reply id as a dict (see list_generations), or None."""
     found = db.session.get(Generation, reply_id)
-    row = {n: getattr(found, n) for n in _GENERATION_FIELDS} if found is not None else None
+    row = None
+    if found is not None:
+        row = _generation_row(found)
+        row["message_ids"] = list(
+            db.session.execute(
+                select(Message.id)
+                .where(Message.reply_id == reply_id, Message.type == INBOUND)
+                .order_by(Message.received_at, Message.id)
+            ).scalars()
+        )
     db.session.rollback()
     return row
 

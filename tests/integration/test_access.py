@@ -219,7 +219,7 @@ def test_openapi_documents_the_bearer_scheme(guarded):
     for path, item in spec["paths"].items():
         operations = {m: o for m, o in item.items() if m != "parameters"}
         for method, operation in operations.items():
-            if path.startswith(("/conversations", "/held", "/deliveries")):
+            if path.startswith(("/conversations", "/held", "/deliveries", "/generations")):
                 assert operation["security"] == [{access.SCHEME: []}], (path, method)
                 assert operation["responses"]["401"] == {
                     "$ref": "#/components/responses/UNAUTHORIZED"

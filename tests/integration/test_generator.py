@@ -31,8 +31,8 @@ from service.infra.queueing import (
     queue_name,
 )
 from service.pipeline import generations
-from service.pipeline.queries import gauges
 from service.pipeline import replies as reply_pipeline
+from service.pipeline.queries import gauges
 from tests import conftest
 from tests.helpers import (
     close_conversation,
@@ -500,3 +500,47 @@ def test_the_reference_bot_answers_and_honours_the_idempotency_key(
         timeout=5,
     )
     assert again.json() == {"content": reply["content"]}
+
+
+def test_the_api_lists_shows_and_retries_failed_groups(make_app, fake_clock, bot):
+    app = make_app(
+        **generator_config(bot, REPLY_GENERATOR_FALLBACK="fail"), API_TOKENS=["read-token"]
+    )
+    auth = {"Authorization": "Bearer read-token"}
+    bot.answer(400, 400)
+    with app.app_context():
+        client = app.test_client()
+        conversation_id, ids, first = closed_group(client, fake_clock, "Oi")
+        _, _, second = closed_group(client, fake_clock, "Olá")
+        assert generations.generate_replies()["failed"] == 2
+        assert client.get("/generations/").status_code == 401
+
+        page = client.get("/generations/?status=failed&limit=1", headers=auth).get_json()
+        [newest] = page["items"]
+        assert newest["reply_id"] == str(second["reply_id"])
+        assert (newest["status"], newest["source"], newest["attempts"]) == ("failed", None, 1)
+        assert newest["last_error"] == "HTTP 400: not retried"
+        rest = client.get(
+            f"/generations/?status=failed&limit=1&cursor={page['next_cursor']}", headers=auth
+        ).get_json()
+        assert [g["reply_id"] for g in rest["items"]] == [str(first["reply_id"])]
+        assert rest["next_cursor"] is None
+
+        shown = client.get(f"/generations/{first['reply_id']}/", headers=auth).get_json()
+        assert shown["message_ids"] == ids
+        retried = client.post(f"/generations/{first['reply_id']}/retry", headers=auth)
+        assert retried.status_code == 200
+        assert retried.get_json()["status"] == "pending"
+        again = client.post(f"/generations/{first['reply_id']}/retry", headers=auth)
+        assert again.status_code == 409 and again.get_json()["error"] == "not_failed"
+        unknown = client.post(f"/generations/{uuid.uuid4()}/retry", headers=auth)
+        assert unknown.status_code == 404
+        assert unknown.get_json()["error"] == "generation_not_found"
+        everything = client.post("/generations/retry", json={"all_failed": True}, headers=auth)
+        assert everything.get_json() == {"retried": 1}
+        refused = client.post("/generations/retry", json={"all_failed": "yes"}, headers=auth)
+        assert refused.status_code == 400
+
+        assert generations.generate_replies()["generated"] == 2
+        shown = client.get(f"/conversations/{conversation_id}/", headers=auth).get_json()
+        assert [m["content"] for m in shown["messages"]] == ["Oi", "Bot: Oi"]
