@@ -199,18 +199,9 @@ def load_event(payload, max_message_chars):
     return event
 
 
-class DeliveryStateSchema(Schema):
-    """Where a reply's delivery to REPLY_WEBHOOK_URL stands."""
+class AttemptsSchema(Schema):
+    """The attempts of an outbound call (a delivery, or a call to the generator)."""
 
-    status = fields.String(
-        required=True,
-        validate=validate.OneOf(DELIVERY_STATUSES),
-        metadata={
-            "description": "pending: to be sent or retried; delivered: the receiver answered "
-            "2xx; dead: given up (a 4xx other than 408/429, or past the retry window) until "
-            "an operator retries it"
-        },
-    )
     attempts = fields.Integer(required=True, metadata={"description": "Attempts made so far"})
     next_attempt_at = fields.AwareDateTime(
         required=True, format="iso", allow_none=True, metadata={"description": "While pending"}
@@ -225,6 +216,20 @@ class DeliveryStateSchema(Schema):
         required=True,
         allow_none=True,
         metadata={"description": "Why the last attempt failed", "example": "HTTP 503"},
+    )
+
+
+class DeliveryStateSchema(AttemptsSchema):
+    """Where a reply's delivery to REPLY_WEBHOOK_URL stands."""
+
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(DELIVERY_STATUSES),
+        metadata={
+            "description": "pending: to be sent or retried; delivered: the receiver answered "
+            "2xx; dead: given up (a 4xx other than 408/429, or past the retry window) until "
+            "an operator retries it"
+        },
     )
     delivered_at = fields.AwareDateTime(required=True, format="iso", allow_none=True)
 
@@ -352,7 +357,7 @@ class DeliveryQueryArgsSchema(Schema):
     )
 
 
-class GenerationSchema(Schema):
+class GenerationSchema(AttemptsSchema):
     """A closed group and its reply from REPLY_GENERATOR_URL."""
 
     reply_id = fields.UUID(
@@ -373,26 +378,11 @@ class GenerationSchema(Schema):
         allow_none=True,
         metadata={"description": "Who wrote the stored reply: generator, or template (fallback)"},
     )
-    attempts = fields.Integer(required=True, metadata={"description": "Calls made so far"})
     message_ids = fields.List(
         fields.UUID(), required=True, metadata={"description": "The group, in arrival order"}
     )
     created_at = fields.AwareDateTime(
         required=True, format="iso", metadata={"description": "When the group closed"}
-    )
-    next_attempt_at = fields.AwareDateTime(
-        required=True, format="iso", allow_none=True, metadata={"description": "While pending"}
-    )
-    last_attempt_at = fields.AwareDateTime(required=True, format="iso", allow_none=True)
-    last_status = fields.Integer(
-        required=True,
-        allow_none=True,
-        metadata={"description": "HTTP status of the last call; null when none answered"},
-    )
-    last_error = fields.String(
-        required=True,
-        allow_none=True,
-        metadata={"description": "Why the last call failed", "example": "timeout after 10 s"},
     )
     stored_at = fields.AwareDateTime(required=True, format="iso", allow_none=True)
 

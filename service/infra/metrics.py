@@ -10,6 +10,7 @@ Two kinds, so `/metrics` is complete whatever the deployment:
 
 import logging
 import os
+from dataclasses import dataclass
 
 import redis.exceptions
 from prometheus_client import (
@@ -48,17 +49,49 @@ COUNTERS = {
 }
 
 
+@dataclass(frozen=True)
+class Calls:
+    """The metrics of one kind of outbound call, kept in the pipeline hash: calls by outcome
+    (`<attempts>_<outcome>`), the ends of the work by outcome (`<ended>_<outcome>`), and a
+    latency histogram (`<latency>_le_<bound>`, `_sum`, `_count`)."""
+
+    attempts: str
+    attempt_outcomes: tuple
+    attempts_help: str
+    ended: str
+    ended_outcomes: tuple
+    ended_help: str
+    latency: str
+    latency_buckets: tuple
+    latency_help: str
+
+
 # Delivery (service.pipeline.deliveries): attempts by outcome, deliveries ended by outcome,
 # and the latency from the reply's storage to the receiver's 2xx.
-DELIVERY_ATTEMPT_OUTCOMES = ("delivered", "retry", "dead")
-DELIVERY_OUTCOMES = ("delivered", "dead")
-DELIVERY_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-
+DELIVERY = Calls(
+    "delivery_attempts",
+    ("delivered", "retry", "dead"),
+    "Reply delivery attempts by outcome",
+    "deliveries",
+    ("delivered", "dead"),
+    "Reply deliveries ended, delivered or dead",
+    "delivery_latency",
+    (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+    "Reply stored to the receiver's 2xx answer",
+)
 # Generation (service.pipeline.generations): calls by outcome, groups ended by outcome, and the
 # latency from the group's closure to its stored reply.
-GENERATION_ATTEMPT_OUTCOMES = ("generated", "retry", "give_up")
-GENERATION_OUTCOMES = ("generated", "template", "failed")
-GENERATION_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+GENERATION = Calls(
+    "generation_attempts",
+    ("generated", "retry", "give_up"),
+    "Reply generator calls by outcome",
+    "generations",
+    ("generated", "template", "failed"),
+    "Closed groups given their reply, or failed",
+    "generation_latency",
+    (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+    "Group closed to its reply stored (generator or fallback)",
+)
 
 
 def count(client, name, amount=1):
@@ -85,36 +118,18 @@ def record(client, names, lateness=None, notice=None):
         log.warning("metrics_write_failed", extra={"reason": str(exc)})
 
 
-def record_delivery(client, outcome, latency=None, notice=None):
-    """Count a delivery attempt's `outcome` ("delivered", "retry" or "dead"), and the end of
-    the delivery unless it is a retry; observe `latency` (seconds, reply stored to 2xx) and
-    publish a live notice, in one round trip; never fails the work it describes."""
+def record_call(client, calls, attempt, ended=None, latency=None, notice=None):
+    """Count one outbound call of the kind `calls` (DELIVERY or GENERATION) by its `attempt`
+    outcome, and the end of its work by `ended` when it ended ("delivered", "dead";
+    "generated", "template", "failed"); observe `latency` (seconds) and publish a live notice,
+    in one round trip; never fails the work it describes."""
     try:
         with client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(PIPELINE_KEY, f"delivery_attempts_{outcome}", 1)
-            if outcome in DELIVERY_OUTCOMES:
-                pipe.hincrby(PIPELINE_KEY, f"deliveries_{outcome}", 1)
+            pipe.hincrby(PIPELINE_KEY, f"{calls.attempts}_{attempt}", 1)
+            if ended is not None:
+                pipe.hincrby(PIPELINE_KEY, f"{calls.ended}_{ended}", 1)
             if latency is not None:
-                _observe(pipe, "delivery_latency", DELIVERY_LATENCY_BUCKETS, latency)
-            if notice is not None:
-                pipe.publish(*notice)
-            pipe.execute()
-    except redis.exceptions.RedisError as exc:
-        log.warning("metrics_write_failed", extra={"reason": str(exc)})
-
-
-def record_generation(client, attempt, outcome, latency=None, notice=None):
-    """Count a generator call's `attempt` outcome ("generated", "retry" or "give_up") and the
-    group's `outcome` unless it is "retry" ("generated", "template" or "failed"); observe
-    `latency` (seconds, group closed to reply stored) and publish a live notice, in one round
-    trip; never fails the work it describes."""
-    try:
-        with client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(PIPELINE_KEY, f"generation_attempts_{attempt}", 1)
-            if outcome in GENERATION_OUTCOMES:
-                pipe.hincrby(PIPELINE_KEY, f"generations_{outcome}", 1)
-            if latency is not None:
-                _observe(pipe, "generation_latency", GENERATION_LATENCY_BUCKETS, latency)
+                _observe(pipe, calls.latency, calls.latency_buckets, latency)
             if notice is not None:
                 pipe.publish(*notice)
             pipe.execute()
@@ -139,52 +154,21 @@ def _histogram(raw, prefix, bounds):
     return buckets
 
 
-def _deliveries(raw):
-    """The delivery counters and latency histogram (service.pipeline.deliveries)."""
-    attempts = CounterMetricFamily(
-        "delivery_attempts", "Reply delivery attempts by outcome", labels=["outcome"]
-    )
-    for outcome in DELIVERY_ATTEMPT_OUTCOMES:
-        attempts.add_metric([outcome], float(raw.get(f"delivery_attempts_{outcome}", 0)))
+def _call_families(raw, calls):
+    """The counters and latency histogram of one kind of outbound call (see Calls)."""
+    attempts = CounterMetricFamily(calls.attempts, calls.attempts_help, labels=["outcome"])
+    for outcome in calls.attempt_outcomes:
+        attempts.add_metric([outcome], float(raw.get(f"{calls.attempts}_{outcome}", 0)))
     yield attempts
-    ended = CounterMetricFamily(
-        "deliveries", "Reply deliveries ended, delivered or dead", labels=["outcome"]
-    )
-    for outcome in DELIVERY_OUTCOMES:
-        ended.add_metric([outcome], float(raw.get(f"deliveries_{outcome}", 0)))
+    ended = CounterMetricFamily(calls.ended, calls.ended_help, labels=["outcome"])
+    for outcome in calls.ended_outcomes:
+        ended.add_metric([outcome], float(raw.get(f"{calls.ended}_{outcome}", 0)))
     yield ended
-    latency = HistogramMetricFamily(
-        "delivery_latency_seconds", "Reply stored to the receiver's 2xx answer"
-    )
+    latency = HistogramMetricFamily(f"{calls.latency}_seconds", calls.latency_help)
     latency.add_metric(
         [],
-        _histogram(raw, "delivery_latency", DELIVERY_LATENCY_BUCKETS),
-        float(raw.get("delivery_latency_sum", 0)),
-    )
-    yield latency
-
-
-def _generations(raw):
-    """The generation counters and latency histogram (service.pipeline.generations)."""
-    attempts = CounterMetricFamily(
-        "generation_attempts", "Reply generator calls by outcome", labels=["outcome"]
-    )
-    for outcome in GENERATION_ATTEMPT_OUTCOMES:
-        attempts.add_metric([outcome], float(raw.get(f"generation_attempts_{outcome}", 0)))
-    yield attempts
-    ended = CounterMetricFamily(
-        "generations", "Closed groups given their reply, or failed", labels=["outcome"]
-    )
-    for outcome in GENERATION_OUTCOMES:
-        ended.add_metric([outcome], float(raw.get(f"generations_{outcome}", 0)))
-    yield ended
-    latency = HistogramMetricFamily(
-        "generation_latency_seconds", "Group closed to its reply stored (generator or fallback)"
-    )
-    latency.add_metric(
-        [],
-        _histogram(raw, "generation_latency", GENERATION_LATENCY_BUCKETS),
-        float(raw.get("generation_latency_sum", 0)),
+        _histogram(raw, calls.latency, calls.latency_buckets),
+        float(raw.get(f"{calls.latency}_sum", 0)),
     )
     yield latency
 
@@ -211,8 +195,8 @@ class PipelineCollector:
         )
         lateness.add_metric([], buckets, float(raw.get("lateness_sum", 0)))
         yield lateness
-        yield from _deliveries(raw)
-        yield from _generations(raw)
+        yield from _call_families(raw, DELIVERY)
+        yield from _call_families(raw, GENERATION)
         for name, (help_text, value) in self.gauges().items():
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], value)

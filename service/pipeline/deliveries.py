@@ -11,16 +11,15 @@ next pass sends again with the same `webhook-id` (at least once).
 """
 
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 
 from sqlalchemy import select, update
 
 from flask import current_app
 
 from service.domain import clock
-from service.domain.clock import seconds_us, to_datetime, to_us
+from service.domain.clock import to_datetime, to_us
 from service.domain.delivery import DEAD, DELIVERED, PENDING, RETRY, event, next_step
 from service.extensions import db, redis_client
 from service.infra import metrics, outbound, queueing
@@ -32,37 +31,15 @@ from service.pipeline import leases
 
 log = logging.getLogger(__name__)
 
-# Replies claimed and sent at once: one sending thread each, so every claimed reply is sent
-# at once and its lease needs to cover one attempt only.
-SEND_THREADS = outbound.POOL_SIZE
-# A lease covers the connect and read timeouts of one attempt, plus this for the database
-# round trips around it.
-LEASE_MARGIN_SECONDS = 5.0
-# A pass goes on claiming while there is work (a reply delivered makes the next one of its
-# conversation due at once), for at most this long: the worker has flushes to run too.
-PASS_SECONDS = 10.0
-
-_executor = None
-_executor_lock = threading.Lock()
-
 
 def delivery_on():
     """Whether replies are delivered (REPLY_WEBHOOK_URL is set)."""
     return current_app.config["REPLY_WEBHOOK_URL"] is not None
 
 
-def _senders():
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="deliver_reply")
-        return _executor
-
-
 def lease_us():
-    """How long a claim holds a delivery, in µs: the attempt's connect and read timeouts,
-    plus a margin."""
-    return seconds_us(2 * current_app.config["DELIVERY_TIMEOUT_SECONDS"] + LEASE_MARGIN_SECONDS)
+    """How long a claim holds a delivery, in µs (leases.lease_us of DELIVERY_TIMEOUT_SECONDS)."""
+    return leases.lease_us(current_app.config["DELIVERY_TIMEOUT_SECONDS"])
 
 
 def claim(now, limit):
@@ -162,7 +139,10 @@ def record(delivery, answer, now):
         reply_id=delivery["reply_id"],
         status=status,
     )
-    metrics.record_delivery(redis_client.client, step.outcome, latency=latency, notice=live)
+    ended = None if step.outcome == RETRY else step.outcome
+    metrics.record_call(
+        redis_client.client, metrics.DELIVERY, step.outcome, ended, latency=latency, notice=live
+    )
     if step.outcome == DELIVERED:
         log.info("deliver_reply", extra={**fields, "latency_s": round(latency, 4)})
     else:
@@ -173,7 +153,7 @@ def record(delivery, answer, now):
 def deliver_replies():
     """One delivery pass: claim the due heads, send them concurrently, record each answer, and
     again while replies come due (a delivered head frees the next one), for at most
-    PASS_SECONDS. Returns {"delivered": n, "retry": n, "dead": n} (attempts by outcome); all
+    leases.PASS_SECONDS. Returns {"delivered": n, "retry": n, "dead": n} (attempts by outcome); all
     zero when delivery is off. Raises the database's error (a claim not committed claims
     nothing; a result not recorded is sent again once its lease runs out)."""
     totals = {DELIVERED: 0, RETRY: 0, DEAD: 0}
@@ -183,13 +163,15 @@ def deliver_replies():
     config = current_app.config
     url, secrets = config["REPLY_WEBHOOK_URL"], config["REPLY_WEBHOOK_SECRETS"]
     timeout = config["DELIVERY_TIMEOUT_SECONDS"]
-    ends = time.monotonic() + PASS_SECONDS
+    ends = time.monotonic() + leases.PASS_SECONDS
     while time.monotonic() < ends:
-        claimed = claim(clock.now_us(), SEND_THREADS)
+        claimed = claim(clock.now_us(), leases.CALL_THREADS)
         if not claimed:
             break
         sending = {
-            _senders().submit(send, delivery, url, secrets, timeout, clock.now_us()): delivery
+            leases.callers("deliver_reply").submit(
+                send, delivery, url, secrets, timeout, clock.now_us()
+            ): delivery
             for delivery in claimed
         }
         for future in as_completed(sending):

@@ -13,16 +13,15 @@ and the next pass asks again with the same idempotency key.
 """
 
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 
 from sqlalchemy import select, update
 
 from flask import current_app
 
 from service.domain import clock, generation
-from service.domain.clock import seconds_us, to_datetime, to_us
+from service.domain.clock import to_datetime, to_us
 from service.domain.generation import (
     FAILED,
     GENERATED,
@@ -46,18 +45,8 @@ from service.pipeline.replies import Answer, announce_reply
 
 log = logging.getLogger(__name__)
 
-# Groups claimed and sent at once, one calling thread each.
-CALL_THREADS = outbound.POOL_SIZE
-# A lease covers the connect and read timeouts of one call, plus this for the database round
-# trips around it.
-LEASE_MARGIN_SECONDS = 5.0
-# A pass goes on claiming while there is work, for at most this long.
-PASS_SECONDS = 10.0
 # The most of a generator's answer that is read (a reply is at most MAX_MESSAGE_CHARS).
 ANSWER_LIMIT_BYTES = 256 * 1024
-
-_executor = None
-_executor_lock = threading.Lock()
 
 
 def generator_on():
@@ -65,19 +54,10 @@ def generator_on():
     return current_app.config["REPLY_GENERATOR_URL"] is not None
 
 
-def _callers():
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="generate_reply")
-        return _executor
-
-
 def lease_us():
-    """How long a claim holds a group, in µs: one call's connect and read timeouts, plus a
-    margin."""
-    timeout = current_app.config["REPLY_GENERATOR_TIMEOUT_SECONDS"]
-    return seconds_us(2 * timeout + LEASE_MARGIN_SECONDS)
+    """How long a claim holds a group, in µs (leases.lease_us of
+    REPLY_GENERATOR_TIMEOUT_SECONDS)."""
+    return leases.lease_us(current_app.config["REPLY_GENERATOR_TIMEOUT_SECONDS"])
 
 
 def claim(now, limit):
@@ -167,8 +147,9 @@ def record(group, answer, now):
             conversation_id=group["conversation_id"],
             reply_id=group["reply_id"],
         )
-    metrics.record_generation(
-        redis_client.client, step.outcome, outcome, latency=latency, notice=live
+    ended = None if outcome == RETRY else outcome
+    metrics.record_call(
+        redis_client.client, metrics.GENERATION, step.outcome, ended, latency=latency, notice=live
     )
     if outcome == GENERATED:
         log.info("generate_reply", extra={**fields, "outcome": outcome, "latency_s": latency})
@@ -229,7 +210,7 @@ def store_reply(group, content, source, now, attempt):
 def generate_replies():
     """One generation pass: claim the due heads, call the generator for them concurrently,
     act on each answer, and again while groups come due (a stored reply frees the next group
-    of its conversation), for at most PASS_SECONDS. Returns the calls by outcome
+    of its conversation), for at most leases.PASS_SECONDS. Returns the calls by outcome
     ({"generated": n, "retry": n, "template": n, "failed": n}); all zero when the generator is
     off. Raises the database's error (a claim not committed claims nothing; a result not
     recorded is asked for again once its lease runs out)."""
@@ -240,12 +221,15 @@ def generate_replies():
     config = current_app.config
     url, token = config["REPLY_GENERATOR_URL"], config["REPLY_GENERATOR_TOKEN"]
     timeout = config["REPLY_GENERATOR_TIMEOUT_SECONDS"]
-    ends = time.monotonic() + PASS_SECONDS
+    ends = time.monotonic() + leases.PASS_SECONDS
     while time.monotonic() < ends:
-        claimed = claim(clock.now_us(), CALL_THREADS)
+        claimed = claim(clock.now_us(), leases.CALL_THREADS)
         if not claimed:
             break
-        calls = {_callers().submit(call, group, url, token, timeout): group for group in claimed}
+        calls = {
+            leases.callers("generate_reply").submit(call, group, url, token, timeout): group
+            for group in claimed
+        }
         for future in as_completed(calls):
             outcome = record(calls[future], future.result(), clock.now_us())
             if outcome is not None:

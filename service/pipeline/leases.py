@@ -6,12 +6,43 @@ while there is work), attempts, created_at (the conversation's order), next_atte
 leased_until and last_attempt_at.
 """
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from sqlalchemy import exists, or_, select, tuple_, update
 from sqlalchemy.orm import aliased
 
-from service.domain.clock import to_datetime
+from service.domain.clock import seconds_us, to_datetime
 from service.domain.delivery import PENDING
 from service.extensions import db
+from service.infra import outbound
+
+# Rows claimed and called at once: one calling thread each, so every claimed row is called at
+# once and its lease needs to cover one call only.
+CALL_THREADS = outbound.POOL_SIZE
+# A lease covers the connect and read timeouts of one call, plus this for the database round
+# trips around it.
+LEASE_MARGIN_SECONDS = 5.0
+# A pass goes on claiming while there is work (a row done makes the next one of its
+# conversation due at once), for at most this long.
+PASS_SECONDS = 10.0
+
+_pools = {}
+_pools_lock = threading.Lock()
+
+
+def lease_us(timeout_seconds):
+    """How long a claim holds a row, in µs, for a call whose connect and read timeouts are
+    `timeout_seconds` each: both, plus LEASE_MARGIN_SECONDS."""
+    return seconds_us(2 * timeout_seconds + LEASE_MARGIN_SECONDS)
+
+
+def callers(name):
+    """This process's pool of CALL_THREADS threads named `name` (made on first use)."""
+    with _pools_lock:
+        if name not in _pools:
+            _pools[name] = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix=name)
+        return _pools[name]
 
 
 def claim_heads(model, now, limit, lease_us, extra=()):

@@ -162,6 +162,12 @@ def list_deliveries(status=None, conversation_id=None, limit=20, after=None):
     ).scalars()
     rows = [_delivery_row(d) for d in found]
     db.session.rollback()
+    return _page(rows, limit)
+
+
+def _page(rows, limit):
+    """Rows read with `limit + 1` as (the page, the (created_at, reply_id) after which the next
+    page starts, or None on the last page)."""
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
@@ -217,11 +223,7 @@ def list_generations(status=None, conversation_id=None, limit=20, after=None):
         ):
             rows[reply_id]["message_ids"].append(message_id)
     db.session.rollback()
-    rows = list(rows.values())
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], (last["created_at"], last["reply_id"])
+    return _page(list(rows.values()), limit)
 
 
 def _generation_row(found):
