@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -60,6 +61,9 @@ class Receiver:
         self.requests = 0
         self.unverified = 0
         self.down_at = self.up_at = None
+        # Open connections: the service keeps them alive, so an outage must cut them too.
+        self.connections = set()
+        self.is_down = False
         self.server = self._serve(port)
         self.port = self.server.server_address[1]
 
@@ -74,7 +78,20 @@ class Receiver:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
 
+            def setup(self):
+                super().setup()
+                with receiver.lock:
+                    receiver.connections.add(self.connection)
+
+            def finish(self):
+                with receiver.lock:
+                    receiver.connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self):
+                if receiver.is_down:
+                    self.close_connection = True
+                    return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.record(body, self.headers, time.time())
                 self.send_response(200)
@@ -107,12 +124,20 @@ class Receiver:
                 self.first[webhook_id] = (len(self.first), arrived, conversation, created)
 
     def down(self, seconds):
-        """Refuse connections for `seconds` (the listening socket closed), then listen again
-        on the same port."""
+        """Refuse connections for `seconds` (the listening socket closed, the open ones cut),
+        then listen again on the same port."""
+        self.is_down = True
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            for connection in list(self.connections):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self.down_at = time.time()
         time.sleep(seconds)
+        self.is_down = False
         self.server = self._serve(self.port)
         self.up_at = time.time()
 
