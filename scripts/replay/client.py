@@ -112,6 +112,13 @@ class Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         return self.request("GET", f"/conversations/{conversation_id}/", headers=headers)
 
+    def get_generations(self, conversation_id: str) -> Response:
+        """``GET /generations/?conversation_id=...``: the groups a conversation closed for the
+        reply generator, each with its ``reply_id`` and ``message_ids`` (empty without one)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        path = f"/generations/?conversation_id={conversation_id}&limit=100"
+        return self.request("GET", path, headers=headers)
+
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
     ) -> Response:

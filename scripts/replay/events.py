@@ -190,13 +190,27 @@ def parse_reply(content: Any) -> list[str] | None:
     return [line for line in content[len(REPLY_PREFIX) :].split("\n") if line]
 
 
-def replies_of(conversation: Json) -> list[Reply]:
-    """The automatic replies (OUTBOUND messages with the reply prefix) of a conversation."""
+def replies_of(conversation: Json, generated: dict[str, list[str]] | None = None) -> list[Reply]:
+    """The automatic replies of a conversation: OUTBOUND messages with the reply prefix, and
+    those that ``generated`` (reply id -> the ids of its group, from ``GET /generations/``)
+    names, which the team's bot wrote with a content of its own."""
     replies = []
     for message in conversation.get("messages") or []:
         if message.get("type") != "OUTBOUND":
             continue
         ids = parse_reply(message.get("content"))
+        if ids is None and generated:
+            ids = generated.get(message.get("id"))
         if ids is not None:
             replies.append(Reply(message.get("id"), ids, message.get("timestamp")))
     return replies
+
+
+def generated_groups(response_body: Any) -> dict[str, list[str]]:
+    """Reply id -> message ids of a ``GET /generations/`` page (empty for anything else)."""
+    items = response_body.get("items") if isinstance(response_body, dict) else None
+    return {
+        item["reply_id"]: list(item.get("message_ids") or [])
+        for item in items or []
+        if isinstance(item, dict) and isinstance(item.get("reply_id"), str)
+    }

@@ -21,6 +21,8 @@ from .events import (
     Placeholders,
     Reply,
     find_placeholders,
+    generated_groups,
+    parse_reply,
     replies_of,
 )
 from .player import Step, StepResult, play_steps
@@ -210,8 +212,11 @@ class Check:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def check_conversation(expect: dict, response: Response) -> list[Check]:
-    """Compare one ``GET /conversations/{id}/`` response with a substituted expectation."""
+def check_conversation(
+    expect: dict, response: Response, generated: dict[str, list[str]] | None = None
+) -> list[Check]:
+    """Compare one ``GET /conversations/{id}/`` response with a substituted expectation;
+    ``generated`` names the groups of replies the team's bot wrote (see replies_of)."""
     conv_id = expect["conversation"]
     if response.status != 200 or not isinstance(response.body, dict):
         return [Check(f"conversation {conv_id}", False, f"GET returned HTTP {response.status}")]
@@ -225,7 +230,7 @@ def check_conversation(expect: dict, response: Response) -> list[Check]:
             )
         )
     if "replies" in expect:
-        checks += _check_replies(expect["replies"], replies_of(conversation))
+        checks += _check_replies(expect["replies"], replies_of(conversation, generated))
     messages = {m.get("id"): m for m in conversation.get("messages") or []}
     for wanted in expect.get("messages", []):
         checks.append(_check_message(wanted, messages.get(wanted["id"])))
@@ -284,10 +289,26 @@ def verify_expectation(
     if (delay := settle_at - clock()) > 0:
         sleep(delay)
     while True:
-        checks = check_conversation(expect, client.get_conversation(expect["conversation"]))
+        response = client.get_conversation(expect["conversation"])
+        checks = check_conversation(expect, response, _generated(client, expect, response))
         if all(check.ok for check in checks) or clock() >= deadline_at:
             return checks
         sleep(min(poll_interval, max(deadline_at - clock(), 0.0)))
+
+
+def _generated(client: Client, expect: dict, response: Response) -> dict[str, list[str]] | None:
+    """The groups behind replies without the template's content (the team's bot wrote them,
+    REPLY_GENERATOR_URL), read from ``GET /generations/``; None when every reply is the
+    template's."""
+    messages = response.body.get("messages") if isinstance(response.body, dict) else None
+    if not any(
+        m.get("type") == "OUTBOUND" and parse_reply(m.get("content")) is None
+        for m in messages or []
+        if isinstance(m, dict)
+    ):
+        return None
+    found = client.get_generations(expect["conversation"])
+    return generated_groups(found.body) if found.status == 200 else None
 
 
 @dataclass

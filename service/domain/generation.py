@@ -80,8 +80,9 @@ def request(conversation_id, reply_id, messages, closed_at):
 
 def content_of(body, max_chars):
     """The reply in a 2xx answer's body: its JSON object's `content`, a string of 1 to
-    `max_chars` characters that is not only whitespace. Raises ValueError saying what is
-    wrong ("no content", "content longer than 4096 characters", "not JSON")."""
+    `max_chars` characters that is not only whitespace, with no NUL and no lone surrogate.
+    Raises ValueError saying what is wrong ("no content", "content longer than 4096
+    characters", "not JSON", ...)."""
     if body is None:
         raise ValueError("answer too large")
     try:
@@ -93,6 +94,14 @@ def content_of(body, max_chars):
         raise ValueError("answer has no content")
     if len(content) > max_chars:
         raise ValueError(f"content longer than {max_chars} characters")
+    # What a database cannot store: PostgreSQL text has no NUL, and a lone surrogate (JSON
+    # allows "\ud800") is not UTF-8.
+    if "\x00" in content:
+        raise ValueError("content has a NUL character")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("content is not valid Unicode (a lone surrogate)") from None
     return content
 
 

@@ -212,8 +212,10 @@ def generate_replies():
     act on each answer, and again while groups come due (a stored reply frees the next group
     of its conversation), for at most leases.PASS_SECONDS. Returns the calls by outcome
     ({"generated": n, "retry": n, "template": n, "failed": n}); all zero when the generator is
-    off. Raises the database's error (a claim not committed claims nothing; a result not
-    recorded is asked for again once its lease runs out)."""
+    off. Raises the database's error of a claim (a claim not committed claims nothing), and
+    RuntimeError after the pass when some answers could not be recorded (logged as
+    generate_reply_failed; those groups are asked again once their lease runs out).
+    """
     totals = {GENERATED: 0, RETRY: 0, TEMPLATE: 0, FAILED: 0}
     if not generator_on():
         return totals
@@ -222,6 +224,7 @@ def generate_replies():
     url, token = config["REPLY_GENERATOR_URL"], config["REPLY_GENERATOR_TOKEN"]
     timeout = config["REPLY_GENERATOR_TIMEOUT_SECONDS"]
     ends = time.monotonic() + leases.PASS_SECONDS
+    failures = 0
     while time.monotonic() < ends:
         claimed = claim(clock.now_us(), leases.CALL_THREADS)
         if not claimed:
@@ -231,11 +234,29 @@ def generate_replies():
             for group in claimed
         }
         for future in as_completed(calls):
-            outcome = record(calls[future], future.result(), clock.now_us())
+            group = calls[future]
+            try:
+                outcome = record(group, future.result(), clock.now_us())
+            except Exception:
+                # One group's failure must not lose the answers the others got; its lease
+                # runs out and it is asked again.
+                db.session.rollback()
+                log.exception(
+                    "generate_reply_failed",
+                    extra={
+                        "reply_id": str(group["reply_id"]),
+                        "conversation_id": str(group["conversation_id"]),
+                    },
+                )
+                failures += 1
+                continue
             if outcome is not None:
                 totals[outcome] += 1
     if any(totals.values()):
         log.info("generate_replies", extra=dict(totals))
+    if failures:
+        # Fail the job once the others are done, so the failure shows in RQ's registry.
+        raise RuntimeError(f"generate_replies could not record {failures} answer(s)")
     return totals
 
 

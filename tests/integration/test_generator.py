@@ -298,8 +298,15 @@ def test_a_5xx_is_retried_and_the_next_answer_counts(client, fake_clock, bot):
 
 @pytest.mark.parametrize(
     "answer",
-    [400, (200, {"content": ""}), (200, "not json"), (200, {"text": "hi"})],
-    ids=["400", "empty content", "not JSON", "no content"],
+    [
+        400,
+        (200, {"content": ""}),
+        (200, "not json"),
+        (200, {"text": "hi"}),
+        (200, {"content": "abc\u0000def"}),
+        (200, '{"content": "abc\\ud800def"}'),
+    ],
+    ids=["400", "empty content", "not JSON", "no content", "NUL", "lone surrogate"],
 )
 def test_a_refusal_or_a_bad_answer_is_not_retried(client, fake_clock, bot, answer):
     bot.answer(answer)
@@ -365,7 +372,10 @@ def test_a_slow_bot_while_new_messages_arrive(generator_app, client, fake_clock,
     passing = threading.Thread(target=first_pass)
     passing.start()
     wait_for(lambda: bot.seen)
-    later = [send_text(client, conversation_id, text) for text in ("Preciso de ajuda", "Urgente")]
+    later = []
+    for text in ("Preciso de ajuda", "Urgente"):
+        later.append(send_text(client, conversation_id, text))
+        fake_clock.advance(0.1)
     fake_clock.advance(5)
     assert reply_pipeline.flush_group(conversation_id) == "answered"
     [_, second] = rows_of(conversation_id)

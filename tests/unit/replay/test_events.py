@@ -9,8 +9,10 @@ from scripts.replay.events import (
     FreshIds,
     Placeholders,
     find_placeholders,
+    generated_groups,
     parse_iso,
     parse_reply,
+    replies_of,
 )
 
 from .support import UUID_RE
@@ -60,3 +62,20 @@ def test_fresh_ids_replace_each_id_by_the_same_new_one() -> None:
     assert ids.values == {conv: fresh_conv, msg: second["data"]["id"]}
     # Another run gets other ids.
     assert FreshIds().rewrite(conv) != fresh_conv
+
+
+def test_replies_the_bot_wrote_are_found_by_their_group() -> None:
+    conversation = {
+        "messages": [
+            {"id": "m1", "type": "INBOUND", "content": "Oi"},
+            {"id": "r1", "type": "OUTBOUND", "content": "Olá! Em que posso ajudar?"},
+            {"id": "r2", "type": "OUTBOUND", "content": "Mensagens recebidas:\nm2\n"},
+            {"id": "s1", "type": "OUTBOUND", "content": "sent by an agent"},
+        ]
+    }
+    page = {"items": [{"reply_id": "r1", "message_ids": ["m1"]}, {"bogus": 1}]}
+    assert generated_groups(page) == {"r1": ["m1"]}
+    assert generated_groups(None) == {}
+    found = replies_of(conversation, generated_groups(page))
+    assert [(r.message_id, r.ids) for r in found] == [("r1", ["m1"]), ("r2", ["m2"])]
+    assert [r.message_id for r in replies_of(conversation)] == ["r2"]
