@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import threading
+import time
 
 import requests
 import urllib3
@@ -114,25 +115,42 @@ def exchange(url, body, headers, timeout, read_limit):
         size = response.headers.get("Content-Length", "")
         # Only uncompressed: a small compressed body may inflate to any size.
         plain = response.headers.get("Content-Encoding", "identity").lower() == "identity"
-        if plain and size.isdigit() and int(size) <= (read_limit or DRAIN_LIMIT_BYTES):
+        if read_limit is not None or (plain and size.isdigit() and int(size) <= DRAIN_LIMIT_BYTES):
             # Read whole, the connection goes back to the pool for the next call: a new
             # connection per call cost the sender and the receiver more CPU than the call.
-            content = response.content
+            content = read_body(response, read_limit or DRAIN_LIMIT_BYTES, timeout)
             if read_limit is None:
                 content = None
-        elif read_limit is not None:
-            content = response.raw.read(read_limit + 1, decode_content=True)
-            if len(content) > read_limit:
-                content = None
-    except (requests.Timeout, urllib3.exceptions.TimeoutError):
+    except (requests.Timeout, urllib3.exceptions.TimeoutError, BodyTimeout):
         return None, f"timeout after {timeout:g} s", None, None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         return None, f"answer cut off: {type(exc).__name__}", None, None
     finally:
-        # A body not read whole (too large, or of unknown length) is not drained: it must not
-        # hold the call. Closing drops that connection instead.
+        # A body not read whole (too large, too slow, or of unknown length when not needed)
+        # is not drained: it must not hold the call. Closing drops that connection instead.
         response.close()
     return response.status_code, None, response.headers.get("Retry-After"), content
+
+
+class BodyTimeout(Exception):
+    """An answer's body took longer than its whole budget to arrive."""
+
+
+def read_body(response, limit, timeout):
+    """The answer's body, decoded, or None when longer than `limit` bytes. Raises BodyTimeout
+    when it takes more than `timeout` seconds in all: the read timeout bounds each wait only,
+    and a peer sending a byte at a time would hold the call for as long as it liked. Read to
+    its end, the body gives its connection back to the pool (urllib3 does so at the end)."""
+    ends = time.monotonic() + timeout
+    chunks, size = [], 0
+    while chunk := response.raw.read1(8192, decode_content=True):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if time.monotonic() > ends:
+            raise BodyTimeout()
+    return b"".join(chunks)
 
 
 def connection_error(exc):

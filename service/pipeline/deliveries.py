@@ -12,7 +12,6 @@ next pass sends again with the same `webhook-id` (at least once).
 
 import logging
 import time
-from concurrent.futures import as_completed
 
 from sqlalchemy import select, update
 
@@ -174,10 +173,12 @@ def deliver_replies():
             ): delivery
             for delivery in claimed
         }
-        for future in as_completed(sending):
+        for future in leases.finished(sending, timeout, "deliver_replies"):
             step = record(sending[future], future.result(), clock.now_us())
             if step is not None:
                 totals[step.outcome] += 1
+        if not all(future.done() for future in sending):
+            break  # their threads are busy: the next pass goes on
     if any(totals.values()):
         log.info("deliver_replies", extra=dict(totals))
     return totals

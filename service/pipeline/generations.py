@@ -14,7 +14,6 @@ and the next pass asks again with the same idempotency key.
 
 import logging
 import time
-from concurrent.futures import as_completed
 
 from sqlalchemy import select, update
 
@@ -233,7 +232,7 @@ def generate_replies():
             leases.callers("generate_reply").submit(call, group, url, token, timeout): group
             for group in claimed
         }
-        for future in as_completed(calls):
+        for future in leases.finished(calls, timeout, "generate_replies"):
             group = calls[future]
             try:
                 outcome = record(group, future.result(), clock.now_us())
@@ -252,6 +251,8 @@ def generate_replies():
                 continue
             if outcome is not None:
                 totals[outcome] += 1
+        if not all(future.done() for future in calls):
+            break  # their threads are busy: the next pass goes on
     if any(totals.values()):
         log.info("generate_replies", extra=dict(totals))
     if failures:

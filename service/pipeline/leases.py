@@ -6,8 +6,9 @@ while there is work), attempts, created_at (the conversation's order), next_atte
 leased_until and last_attempt_at.
 """
 
+import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from sqlalchemy import exists, or_, select, tuple_, update
 from sqlalchemy.orm import aliased
@@ -29,12 +30,26 @@ PASS_SECONDS = 10.0
 
 _pools = {}
 _pools_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def lease_us(timeout_seconds):
     """How long a claim holds a row, in µs, for a call whose connect and read timeouts are
     `timeout_seconds` each: both, plus LEASE_MARGIN_SECONDS."""
     return seconds_us(2 * timeout_seconds + LEASE_MARGIN_SECONDS)
+
+
+def finished(futures, timeout_seconds, action):
+    """The calls of `futures` as they finish, for as long as a call may take (twice
+    `timeout_seconds`, its connect and read timeouts, plus a second). A call still running
+    then (a peer holding its headers back a byte at a time) is left to its lease: its answer
+    is dropped, and the row is called again once the lease runs out. Logs `<action>_abandoned`
+    with how many were left."""
+    try:
+        yield from as_completed(futures, timeout=2 * timeout_seconds + 1)
+    except TimeoutError:
+        late = sum(1 for future in futures if not future.done())
+        log.warning(f"{action}_abandoned", extra={"calls": late})
 
 
 def callers(name):

@@ -2,9 +2,11 @@
 with a real HTTP generator (pytest-httpserver, threaded) and the clock under control."""
 
 import json
+import socketserver
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import deque
 
@@ -554,3 +556,70 @@ def test_the_api_lists_shows_and_retries_failed_groups(make_app, fake_clock, bot
         assert generations.generate_replies()["generated"] == 2
         shown = client.get(f"/conversations/{conversation_id}/", headers=auth).get_json()
         assert [m["content"] for m in shown["messages"]] == ["Oi", "Bot: Oi"]
+
+
+class Dribbler:
+    """A bot that answers a byte at a time, `pause` seconds apart: its status line and
+    headers (`headers_too`) or only its body. Each byte comes within any read timeout longer
+    than `pause`, so only a bound on the whole call stops it."""
+
+    def __init__(self, pause, headers_too):
+        self.pause, self.headers_too = pause, headers_too
+        self.stop = threading.Event()
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def _handler(self):
+        dribbler = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.recv(65536)
+                body = b'{"content": "' + b"x" * 200 + b'"}'
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                head += b"Content-Length: %d\r\n\r\n" % len(body)
+                slow = head + body if dribbler.headers_too else body
+                try:
+                    if not dribbler.headers_too:
+                        self.request.sendall(head)
+                    for byte in slow:
+                        if dribbler.stop.wait(dribbler.pause):
+                            return
+                        self.request.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+        return Handler
+
+    def close(self):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
+def test_a_bot_answering_a_byte_at_a_time_is_cut_off(make_app, fake_clock, headers_too):
+    """The read timeout bounds each wait only; a pass still ends within about twice the
+    timeout, and the group is asked again later instead of holding the worker."""
+    dribbler = Dribbler(pause=0.2, headers_too=headers_too)
+    app = make_app(REPLY_GENERATOR_URL=dribbler.url, REPLY_GENERATOR_TIMEOUT_SECONDS=0.5)
+    try:
+        with app.app_context():
+            client = app.test_client()
+            _, _, generation = closed_group(client, fake_clock, "Oi")
+            started = time.monotonic()
+            totals = generations.generate_replies()
+            assert time.monotonic() - started < 2 * 0.5 + 1 + 1
+            found = row(generation["reply_id"])
+            assert found["status"] == PENDING
+            if headers_too:
+                # Abandoned: its lease runs out, then it is asked again.
+                assert totals == NOTHING
+                assert found["leased_until"] is not None
+            else:
+                assert totals == {**NOTHING, "retry": 1}
+                assert found["last_error"] == "timeout after 0.5 s"
+    finally:
+        dribbler.close()
