@@ -1,10 +1,14 @@
 """Event builders and job drivers shared by the tests."""
 
+import contextlib
 import time
 import uuid
 
+from pytest_httpserver import HTTPServer
 from rq.registry import FailedJobRegistry
+from sqlalchemy import select
 
+from service.extensions import db
 from service.infra.queueing import ROLES, get_queue, get_scheduler, get_worker
 
 
@@ -101,3 +105,29 @@ def error(response, status, code=None):
     if code is not None:
         assert body["error"] == code, body
     return body
+
+
+@contextlib.contextmanager
+def http_peer(make):
+    """A peer of the service (a receiver, a bot: `make(server)` of a started threaded
+    pytest-httpserver on a free local port, with a `release` event for its blocked answers);
+    released and stopped on exit."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    peer = make(server)
+    try:
+        yield peer
+    finally:
+        peer.release.set()
+        if server.is_running():
+            server.stop()
+
+
+def row_of(model, reply_id):
+    """The row of `model` (Delivery, Generation) keyed by this reply id, as a dict (None when
+    there is none)."""
+    found = db.session.execute(
+        select(model.__table__).where(model.reply_id == uuid.UUID(str(reply_id)))
+    ).first()
+    db.session.rollback()
+    return dict(found._mapping) if found else None

@@ -12,7 +12,6 @@ from collections import deque
 
 import pytest
 from flask_migrate import upgrade
-from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -40,9 +39,11 @@ from service.pipeline import replies as reply_pipeline
 from tests import conftest
 from tests.helpers import (
     close_conversation,
+    http_peer,
     open_conversation,
     post,
     replies,
+    row_of,
     run_due_jobs,
     send,
     wait_for,
@@ -135,13 +136,8 @@ class Receiver:
 @pytest.fixture
 def receiver():
     """A real HTTP receiver on a free local port, answering 200 unless told otherwise."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    receiver = Receiver(server)
-    yield receiver
-    receiver.release.set()
-    if server.is_running():
-        server.stop()
+    with http_peer(Receiver) as receiver:
+        yield receiver
 
 
 def delivery_config(receiver, **overrides):
@@ -171,11 +167,7 @@ def client(delivery_app):
 
 def row(reply_id):
     """The delivery of a reply, as a dict (None when there is none)."""
-    found = db.session.execute(
-        select(Delivery.__table__).where(Delivery.reply_id == uuid.UUID(str(reply_id)))
-    ).first()
-    db.session.rollback()
-    return dict(found._mapping) if found else None
+    return row_of(Delivery, reply_id)
 
 
 def one_reply(client, fake_clock):

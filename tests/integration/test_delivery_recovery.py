@@ -7,12 +7,17 @@ HTTP receiver that verifies every request with the `standardwebhooks` library.
 import time
 
 import pytest
-from pytest_httpserver import HTTPServer
 
 from service.domain.delivery import DELIVERED, PENDING
 from tests import conftest
-from tests.faults.deps import PrivateRedis
-from tests.helpers import close_conversation, new_conversation, new_id, new_message, wait_for
+from tests.helpers import (
+    close_conversation,
+    http_peer,
+    new_conversation,
+    new_id,
+    new_message,
+    wait_for,
+)
 from tests.integration.test_delivery import SECRET, Receiver, row
 from tests.stack import LiveStack, stack_env
 
@@ -25,22 +30,9 @@ DELIVERED_WITHIN = 30
 @pytest.fixture
 def receiver():
     """A real HTTP receiver on a free local port, answering 503 until told otherwise."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    receiver = Receiver(server)
-    receiver.default = 503
-    yield receiver
-    receiver.release.set()
-    if server.is_running():
-        server.stop()
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
+    with http_peer(Receiver) as receiver:
+        receiver.default = 503
+        yield receiver
 
 
 @pytest.fixture

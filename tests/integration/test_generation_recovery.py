@@ -6,12 +6,17 @@ the shared server is never touched) and the test PostgreSQL database, asking a r
 import time
 
 import pytest
-from pytest_httpserver import HTTPServer
 
 from service.domain.generation import PENDING, STORED
 from tests import conftest
-from tests.faults.deps import PrivateRedis
-from tests.helpers import close_conversation, new_conversation, new_id, new_message, wait_for
+from tests.helpers import (
+    close_conversation,
+    http_peer,
+    new_conversation,
+    new_id,
+    new_message,
+    wait_for,
+)
 from tests.integration.test_generator import Bot, row, rows_of
 from tests.stack import LiveStack, stack_env
 
@@ -23,22 +28,9 @@ GENERATED_WITHIN = 30
 @pytest.fixture
 def bot():
     """A real HTTP bot on a free local port, answering 503 until told otherwise."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    bot = Bot(server)
-    bot.default = 503
-    yield bot
-    bot.release.set()
-    if server.is_running():
-        server.stop()
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
+    with http_peer(Bot) as bot:
+        bot.default = 503
+        yield bot
 
 
 @pytest.fixture

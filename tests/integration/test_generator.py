@@ -13,7 +13,6 @@ from collections import deque
 import pytest
 import requests
 from flask_migrate import upgrade
-from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 
 from werkzeug import Response
@@ -38,10 +37,12 @@ from service.pipeline.queries import gauges
 from tests import conftest
 from tests.helpers import (
     close_conversation,
+    http_peer,
     new_message,
     open_conversation,
     post,
     replies,
+    row_of,
     run_due_jobs,
     send,
     wait_for,
@@ -108,13 +109,8 @@ class Bot:
 
 @pytest.fixture
 def bot():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    bot = Bot(server)
-    yield bot
-    bot.release.set()
-    if server.is_running():
-        server.stop()
+    with http_peer(Bot) as bot:
+        yield bot
 
 
 def generator_config(bot, **overrides):
@@ -142,11 +138,8 @@ def client(generator_app):
 
 
 def row(reply_id):
-    found = db.session.execute(
-        select(Generation.__table__).where(Generation.reply_id == uuid.UUID(str(reply_id)))
-    ).first()
-    db.session.rollback()
-    return dict(found._mapping) if found else None
+    """The generation of a reply id, as a dict (None when there is none)."""
+    return row_of(Generation, reply_id)
 
 
 def closed_group(client, fake_clock, *contents):
