@@ -13,7 +13,7 @@ next pass sends again with the same `webhook-id` (at least once).
 import logging
 import time
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from flask import current_app
 
@@ -192,8 +192,19 @@ def retry_deliveries(reply_ids=None, all_dead=False):
     error with nothing changed."""
     if not all_dead and not reply_ids:
         return 0
-    moment = to_datetime(clock.now_us())
-    rows = leases.reopen(Delivery, DEAD, reply_ids, all_dead, moment, retry_from=moment)
+    now = clock.now_us()
+    moment = to_datetime(now)
+    statement = update(Delivery).where(Delivery.status == DEAD)
+    if not all_dead:
+        statement = statement.where(Delivery.reply_id.in_(list(reply_ids)))
+    rows = db.session.execute(
+        statement.values(
+            status=PENDING, next_attempt_at=moment, retry_from=moment, leased_until=None
+        )
+        .returning(Delivery.reply_id, Delivery.conversation_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    commit_or_rollback()
     for reply_id, conversation_id in rows:
         log.info(
             "retry_deliveries",

@@ -15,7 +15,7 @@ and the next pass asks again with the same idempotency key.
 import logging
 import time
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from flask import current_app
 
@@ -26,20 +26,21 @@ from service.domain.generation import (
     GENERATED,
     GENERATOR,
     GIVE_UP,
+    PENDING,
     RETRY,
     STORED,
     TEMPLATE,
     next_step,
 )
-from service.domain.rules import INBOUND, reply_content
+from service.domain.rules import INBOUND, OUTBOUND, reply_content
 from service.extensions import db, redis_client
 from service.infra import metrics, outbound, queueing
 from service.infra.database import commit_or_rollback
 from service.infra.models import Generation, Message
 from service.infra.notices import notice, publish
-from service.infra.statements import TOUCH_CONVERSATION
+from service.infra.statements import STORE_DELIVERY, STORE_REPLY, TOUCH_CONVERSATION
 from service.pipeline import leases
-from service.pipeline.replies import Answer, announce_reply, write_reply
+from service.pipeline.replies import Answer, announce_reply
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,25 @@ def store_reply(group, content, source, now, attempt):
     if not settled:
         db.session.rollback()
         return False
+    connection = db.session.connection()
     conversation_id, closed_at = group["conversation_id"], group["created_at"]
-    write_reply(group["reply_id"], conversation_id, content, moment, closed_at)
+    STORE_REPLY.execute(
+        connection,
+        id=group["reply_id"],
+        conversation_id=conversation_id,
+        type=OUTBOUND,
+        content=content,
+        timestamp=moment,
+        received_at=closed_at,
+        generated=True,
+    )
+    if current_app.config["REPLY_WEBHOOK_URL"] is not None:
+        STORE_DELIVERY.execute(
+            connection,
+            reply_id=group["reply_id"],
+            conversation_id=conversation_id,
+            created_at=closed_at,
+        )
     db.session.execute(TOUCH_CONVERSATION, {"at": moment, "conversation_id": conversation_id})
     commit_or_rollback()
     ids = [message_id for message_id, _, _ in group["messages"]]
@@ -253,7 +271,15 @@ def retry_generations(reply_ids=None, all_failed=False):
     if not all_failed and not reply_ids:
         return 0
     moment = to_datetime(clock.now_us())
-    rows = leases.reopen(Generation, FAILED, reply_ids, all_failed, moment, attempts=0)
+    statement = update(Generation).where(Generation.status == FAILED)
+    if not all_failed:
+        statement = statement.where(Generation.reply_id.in_(list(reply_ids)))
+    rows = db.session.execute(
+        statement.values(status=PENDING, attempts=0, next_attempt_at=moment, leased_until=None)
+        .returning(Generation.reply_id, Generation.conversation_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    commit_or_rollback()
     for reply_id, conversation_id in rows:
         log.info(
             "retry_generations",

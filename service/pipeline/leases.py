@@ -17,7 +17,6 @@ from service.domain.clock import seconds_us, to_datetime
 from service.domain.delivery import PENDING
 from service.extensions import db
 from service.infra import outbound
-from service.infra.database import commit_or_rollback
 
 # Rows claimed and called at once: one calling thread each, so every claimed row is called at
 # once and its lease needs to cover one call only.
@@ -122,20 +121,3 @@ def settle(model, claimed, **values):
         ).rowcount
         == 1
     )
-
-
-def reopen(model, ended, reply_ids, every, moment, **values):
-    """An operator's retry: make the rows of `model` in status `ended` pending and due at
-    `moment` (aware datetime), their lease cleared: the ones in `reply_ids`, or every one with
-    `every`. `values` are further columns to set. Committed. Returns the (reply_id,
-    conversation_id) rows reopened; raises the database's error with nothing changed."""
-    statement = update(model).where(model.status == ended)
-    if not every:
-        statement = statement.where(model.reply_id.in_(list(reply_ids)))
-    rows = db.session.execute(
-        statement.values(status=PENDING, next_attempt_at=moment, leased_until=None, **values)
-        .returning(model.reply_id, model.conversation_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    commit_or_rollback()
-    return rows

@@ -81,6 +81,7 @@ def answer_groups(conversation_id, now, final=False):
     id and a pending `generations` row records the closure (SPEC: closed exactly once, before
     the generator is called).
     """
+    outbox = current_app.config["REPLY_WEBHOOK_URL"] is not None
     generator = current_app.config["REPLY_GENERATOR_URL"] is not None
     rows = db.session.execute(SELECT_UNANSWERED, {"conversation_id": conversation_id}).all()
     arrivals = [(message_id, to_us(received_at)) for message_id, received_at in rows]
@@ -90,7 +91,6 @@ def answer_groups(conversation_id, now, final=False):
         reply = reply_id(ids[0])
         # Replies written together are a microsecond apart, so they read in group order.
         moment = to_datetime(now + offset)
-        db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
         if generator:
             STORE_GENERATION.execute(
                 db.session.connection(),
@@ -98,34 +98,32 @@ def answer_groups(conversation_id, now, final=False):
                 conversation_id=conversation_id,
                 created_at=moment,
             )
-        else:
-            write_reply(reply, conversation_id, reply_content(ids), moment, moment)
-        answers.append(Answer(reply, ids, group[-1][1], generating=generator))
+            db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
+            answers.append(Answer(reply, ids, group[-1][1], generating=True))
+            continue
+        STORE_REPLY.execute(
+            db.session.connection(),
+            id=reply,
+            conversation_id=conversation_id,
+            type=OUTBOUND,
+            content=reply_content(ids),
+            timestamp=moment,
+            received_at=moment,
+            generated=True,
+        )
+        db.session.execute(LINK_REPLY, {"reply": reply, "ids": ids})
+        if outbox:
+            STORE_DELIVERY.execute(
+                db.session.connection(),
+                reply_id=reply,
+                conversation_id=conversation_id,
+                created_at=moment,
+            )
+        answers.append(Answer(reply, ids, group[-1][1]))
     if answers:
         moment = to_datetime(now + len(answers) - 1)
         db.session.execute(TOUCH_CONVERSATION, {"at": moment, "conversation_id": conversation_id})
     return answers
-
-
-def write_reply(reply, conversation_id, content, timestamp, received_at):
-    """Insert a generated OUTBOUND reply and, with REPLY_WEBHOOK_URL set, its delivery (the
-    outbox row, pending and due at once, ordered by `received_at`), in the session's
-    transaction, not committed. `received_at` places the reply in its conversation."""
-    connection = db.session.connection()
-    STORE_REPLY.execute(
-        connection,
-        id=reply,
-        conversation_id=conversation_id,
-        type=OUTBOUND,
-        content=content,
-        timestamp=timestamp,
-        received_at=received_at,
-        generated=True,
-    )
-    if current_app.config["REPLY_WEBHOOK_URL"] is not None:
-        STORE_DELIVERY.execute(
-            connection, reply_id=reply, conversation_id=conversation_id, created_at=received_at
-        )
 
 
 def reply_fields(answer):
