@@ -4,7 +4,7 @@
 
 Kept out of the app on purpose: importing the app (SQLAlchemy, flask-smorest, the OpenAPI spec)
 costs more than the check itself, and a check must work when the app is wedged. Only urllib,
-redis and psycopg2 are imported.
+redis, psycopg2 and the standard-library-only `service.config` are imported.
 
 - web: GET /healthz on this container's PORT (process alive). A 404 there (an image built
   before /healthz existed) falls back to GET /openapi.json, which the app always serves.
@@ -38,9 +38,31 @@ def web():
 
 def _redis():
     import redis
+    import redis.sentinel
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from service.config import sentinel_settings
 
     url = os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    timeouts = {"socket_connect_timeout": 2, "socket_timeout": 2}
+    sentinel = sentinel_settings(os.environ)
+    if not sentinel:
+        return redis.Redis.from_url(url, **timeouts)
+    target = redis.connection.parse_url(url)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    once = {**timeouts, "retry": Retry(NoBackoff(), 0)}
+    manager = redis.sentinel.Sentinel(
+        sentinel["sentinels"], sentinel_kwargs={**once, "password": sentinel["password"]}
+    )
+    return manager.master_for(
+        sentinel["master"],
+        db=target.get("db", 0),
+        username=target.get("username"),
+        password=target.get("password"),
+        **once,
+    )
 
 
 def worker():

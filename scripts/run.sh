@@ -60,7 +60,8 @@ PY
 }
 
 url=${REDIS_URL:-$REDIS_URL_DEFAULT}
-if ! redis_answers "$url"; then
+# With Sentinel the sentinels name the server, and the processes wait for a master themselves.
+if [ -z "${REDIS_SENTINELS:-}" ] && ! redis_answers "$url"; then
   if [ "$url" = "$REDIS_URL_DEFAULT" ] && command -v redis-server >/dev/null 2>&1; then
     echo "run: no Redis at $url; starting a private redis-server for this run"
     mkdir -p instance

@@ -67,6 +67,34 @@ def _delivery(env):
     }
 
 
+def sentinel_settings(env):
+    """The Redis Sentinel settings, or None when REDIS_SENTINELS is unset (REDIS_URL's server
+    is used directly).
+
+    REDIS_SENTINELS is `host:port,...` (an IPv6 host in brackets, `[::1]:26379`); the port
+    defaults to 26379, Sentinel's own. The master is found under REDIS_SENTINEL_MASTER
+    (default `mymaster`, the name in Redis's sample sentinel.conf); REDIS_SENTINEL_PASSWORD
+    is the sentinels' own password, if they have one. REDIS_URL still gives the database
+    index and the master's user and password; its host and port are not used.
+    Raises ConfigError on a malformed address."""
+    sentinels = []
+    for entry in _tokens(env, "REDIS_SENTINELS"):
+        host, colon, port = entry.rpartition(":")
+        if not colon or "]" in port:  # no port, or only an IPv6 host's colons
+            host, port = entry, "26379"
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS entries must be host:port, got {entry!r}")
+        sentinels.append((host, int(port)))
+    if not sentinels:
+        return None
+    return {
+        "sentinels": sentinels,
+        "master": (env.get("REDIS_SENTINEL_MASTER") or "").strip() or "mymaster",
+        "password": env.get("REDIS_SENTINEL_PASSWORD") or None,
+    }
+
+
 GENERATOR_FALLBACKS = ("template", "fail")
 
 
@@ -119,6 +147,7 @@ def load_config(instance_path, env=None):
             env.get("DATABASE_URL") or f"sqlite:///{sqlite_path}"
         ),
         "REDIS_URL": env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        "REDIS_SENTINEL": sentinel_settings(env),
         "RQ_QUEUE": env.get("RQ_QUEUE") or "conversations",
         # Pub/sub ignores the database index; unset, the channel is named after REDIS_URL's
         # index (service.infra.notices.channel), so deployments on one server stay apart.

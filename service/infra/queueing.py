@@ -351,7 +351,7 @@ def get_worker(name=None, roles=(REPLIES,)):
     """
     ext = current_app.extensions
     if "worker_redis" not in ext:
-        ext["worker_redis"] = connect_redis(current_app.config["REDIS_URL"])
+        ext["worker_redis"] = connect_redis(current_app.config)
     connection = ext["worker_redis"]
     return JsonWorker(
         [JsonQueue(queue_name(role), connection=connection) for role in roles],
@@ -371,29 +371,42 @@ def run_worker(name=None, burst=False, logging_level="WARNING", role=REPLIES):
     after a growing pause instead, so a Redis outage of any length is waited out.
     """
     backoff = Backoff()
+    # The last worker built: its signal handlers are the ones installed, so it is the one a
+    # SIGTERM marks, even while building the next one fails.
+    worker = None
     while True:
-        worker = get_worker(name, roles=(role,))
         started = time.monotonic()
         try:
+            # RQ's constructor already talks to Redis (CLIENT SETNAME), so it is retried too.
+            worker = get_worker(name, roles=(role,))
             worker.work(burst=burst, with_scheduler=False, logging_level=logging_level)
-        except REDIS_OUTAGES as exc:
-            log.warning("worker_redis_unavailable", extra={"reason": str(exc)})
-        if burst or worker._shutdown_requested_date is not None:
+        except redis.exceptions.RedisError as exc:
+            if burst and worker is None:
+                raise
+            # Outages, and the odd answer of a connection cut mid-transaction (a Sentinel
+            # failover): a new worker on a new connection is the way out of both.
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("worker_redis_unavailable", extra={"reason": reason})
+        if burst or _stop_requested(worker):
             return
-        log.warning("worker_restarting", extra={"worker": worker.name})
+        log.warning("worker_restarting", extra={"worker": worker.name if worker else name})
         if time.monotonic() - started > 60:  # it had been working: a new outage
             backoff.reset()
         try:
             backoff.wait()
         except (StopRequested, *REDIS_OUTAGES):  # SIGTERM: RQ's handler raises in the pause
             pass
-        if worker._shutdown_requested_date is not None:
+        if _stop_requested(worker):
             return
-        if name is not None:
+        if worker is not None and name is not None:
             try:  # a record its lost connection could not mark dead would block the name
                 worker.connection.delete(worker.key)
             except REDIS_OUTAGES:
                 pass
+
+
+def _stop_requested(worker):
+    return worker is not None and worker._shutdown_requested_date is not None
 
 
 def live_workers(role=REPLIES):

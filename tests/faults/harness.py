@@ -73,6 +73,9 @@ class FaultEnv:
         self.stack = LiveStack(env, logs)
         self.stack.start(workers=1, schedulers=1)
         self.wait_worker()
+        self._start_supervisor()
+
+    def _start_supervisor(self):
         self._supervising.set()
         threading.Thread(target=self._supervise, daemon=True).start()
 

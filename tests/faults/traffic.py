@@ -28,6 +28,7 @@ class Attempt:
     answered: float
     status: int | None  # None: no HTTP answer (connection error or timeout)
     error: str = ""
+    retry_after: str | None = None  # the answer's Retry-After header, if any
 
     @property
     def seconds(self):
@@ -82,7 +83,13 @@ class Sender:
             attempt = Attempt(message_id, sent, time.time(), None, type(exc).__name__)
             response = None
         else:
-            attempt = Attempt(message_id, sent, time.time(), response.status_code)
+            attempt = Attempt(
+                message_id,
+                sent,
+                time.time(),
+                response.status_code,
+                retry_after=response.headers.get("Retry-After"),
+            )
         with self._lock:
             self.attempts.append(attempt)
         return attempt, response
