@@ -4,17 +4,20 @@
 #
 #   WAIT_TIMEOUT  seconds to wait for both services before giving up (default 60; 0 = no wait)
 #
-# A SQLite DATABASE_URL (or none) skips the database wait; an unset REDIS_URL skips Redis.
+# A SQLite DATABASE_URL (or none) skips the database wait; an unset REDIS_URL skips Redis. With
+# REDIS_SENTINELS set, the wait is for the master the sentinels name (healthcheck.redis_client).
 set -eu
 
 if [ "${WAIT_TIMEOUT:-60}" != "0" ]; then
-  python - <<'PY'
+  HERE=$(dirname "$0") python - <<'PY'
 import os
 import sys
 import time
 
 import psycopg2
-import redis
+
+sys.path.insert(0, os.environ["HERE"])
+from healthcheck import redis_client  # noqa: E402
 
 deadline = time.monotonic() + float(os.environ.get("WAIT_TIMEOUT") or 60)
 
@@ -42,9 +45,8 @@ if database.startswith(("postgres://", "postgresql://", "postgresql+psycopg2://"
     dsn = database.replace("postgresql+psycopg2://", "postgresql://", 1)
     wait("PostgreSQL", lambda: psycopg2.connect(dsn, connect_timeout=3).close())
 
-redis_url = os.environ.get("REDIS_URL", "")
-if redis_url:
-    wait("Redis", lambda: redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping())
+if os.environ.get("REDIS_URL") or os.environ.get("REDIS_SENTINELS"):
+    wait("Redis", lambda: redis_client().ping())
 PY
 fi
 

@@ -36,7 +36,8 @@ def web():
         return response.status == 200
 
 
-def _redis():
+def redis_client():
+    """The Redis of REDIS_URL, or the master the sentinels of REDIS_SENTINELS name."""
     import redis
     import redis.sentinel
 
@@ -66,14 +67,14 @@ def _redis():
 
 
 def worker():
-    client = _redis()
+    client = redis_client()
     hostname = socket.gethostname().encode()
     return any(client.hget(key, "hostname") == hostname for key in client.smembers("rq:workers"))
 
 
 def scheduler():
     # Written by PreciseScheduler.heartbeat on every poll, expires ~10 s after the last one.
-    return _redis().exists("conversations:scheduler:heartbeat") == 1
+    return redis_client().exists("conversations:scheduler:heartbeat") == 1
 
 
 def postgres():

@@ -125,33 +125,10 @@ class Stack:
 
     def pids(self, roots=None):
         """Every process of the stack (or under `roots`), gunicorn's workers included."""
-        roots = roots or {p.pid for p in self.processes}
-        children = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().split(") ")[1].split()[1])
-                except (OSError, IndexError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry.name))
-        found, todo = set(), list(roots)
-        while todo:
-            pid = todo.pop()
-            if pid not in found:
-                found.add(pid)
-                todo += children.get(pid, [])
-        return found
+        return descendants(roots or {p.pid for p in self.processes})
 
     def rss_mb(self):
-        total = 0
-        for pid in self.pids():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            match = re.search(r"VmRSS:\s+(\d+) kB", status)
-            total += int(match.group(1)) if match else 0
-        return total / 1024
+        return rss_kb(self.pids()) / 1024
 
     def stop(self):
         for process in self.processes:
@@ -161,6 +138,38 @@ class Stack:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def descendants(roots):
+    """The processes `roots` (pids) and every process under them, from /proc."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().split(") ")[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def rss_kb(pids):
+    """Resident memory of these processes added up (VmRSS), in KiB; gone ones count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        total += int(match.group(1)) if match else 0
+    return total
 
 
 def cpu_ticks(pids):
