@@ -8,10 +8,13 @@ replies and once with delivery and generation on (the reference receiver and bot
   1. web only (gunicorn with gunicorn.conf.py and the default settings; no scheduler and no
      worker, so every group stays open): N conversations; then, in chunks, a first message to
      each (a new open group) and a second one (a further message of that group); then H
-     messages for unknown conversations (held). Redis: INFO used_memory before and after each
-     step, and MEMORY USAGE of every key once the groups are open. Database:
-     pg_total_relation_size of each table (indexes and TOAST included) after each step;
+     messages for unknown conversations (held). Redis: used_memory (less the clients'
+     buffers) before and after each step, MEMORY USAGE of every key once the groups are
+     open, and the commands run (INFO commandstats) and the server's CPU (INFO cpu).
+     Database: pg_total_relation_size of each table (indexes and TOAST included) after
+     each step;
   2. the scheduler and the workers start and answer every group (deliver and generate);
+     Redis commands and CPU again, per group;
   3. the stack stops; VACUUM FULL gives the compacted sizes (also after step 1's
      conversations and messages).
 Throughout, each process's PostgreSQL and Redis connections are counted from its sockets
