@@ -13,7 +13,7 @@ from flask import current_app
 from service.domain import clock
 from service.domain.clock import to_datetime, to_us
 from service.domain.delivery import PENDING
-from service.domain.rules import EXPIRED, HELD, INBOUND, OUTBOUND
+from service.domain.rules import EXPIRED, HELD, INBOUND, OUTBOUND, closed_groups, flush_due_us
 from service.extensions import db, redis_client
 from service.infra.models import Conversation, Delivery, Generation, HeldMessage, Message
 from service.infra.queueing import (
@@ -23,6 +23,7 @@ from service.infra.queueing import (
     live_workers,
 )
 from service.pipeline.groups import hold_us, quiet_us, reply_buffer
+from service.pipeline.replies import overdue_conversations
 
 
 def older_than(created_column, id_column, after):
@@ -346,6 +347,25 @@ def readiness():
     return checks
 
 
+# Conversations read per scrape for the backlog gauges: past it, due_groups is a lower bound
+# (and the backlog is far past any SLO anyway).
+BACKLOG_LIMIT = 10_000
+
+
+def backlog(now):
+    """(groups due and unanswered, seconds since the oldest of them came due: 0 when none) at
+    `now` (us). A group is due once its debounce window has passed (SPEC, "Grouping"). Raises
+    the database's error."""
+    quiet = quiet_us()
+    due = [
+        closed_groups(pairs, now, quiet)
+        for pairs in overdue_conversations(now, limit=BACKLOG_LIMIT).values()
+    ]
+    count = sum(len(groups) for groups in due)
+    oldest = min((flush_due_us(groups[0][-1][1], quiet) for groups in due), default=now)
+    return count, (now - oldest) / 1e6
+
+
 def gauges():
     """Point-in-time values for /metrics: {name: (help text, value)}."""
     held = dict(
@@ -366,6 +386,7 @@ def gauges():
     ).one()
     db.session.rollback()
     now = clock.now_us()
+    due, oldest_due = backlog(now)
 
     def age(moment):
         return max(0.0, (now - to_us(moment)) / 1e6) if moment is not None else 0.0
@@ -390,6 +411,14 @@ def gauges():
         ),
         "held_messages_expired": ("Held messages dropped (kept as records)", held.get(EXPIRED, 0)),
         "open_groups": ("Conversations with inbound messages waiting for their reply", open_groups),
+        "due_groups": (
+            "Groups whose debounce window has passed and that have no reply yet",
+            due,
+        ),
+        "oldest_due_group_age_seconds": (
+            "How long the oldest due group has waited for its reply since it came due; 0 when none",
+            oldest_due,
+        ),
         "queue_depth": ("Jobs waiting in the RQ queue", get_queue().count),
         "scheduled_jobs": ("Jobs waiting in rq-scheduler", get_scheduler().count()),
     }

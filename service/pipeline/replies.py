@@ -204,20 +204,17 @@ def flush_group(conversation_id):
     return "answered" if answers else "nothing"
 
 
-def reconcile_groups():
-    """Re-arm conversations whose oldest unanswered group is overdue by the grace period.
-
-    Covers Redis losing its data, a worker killed mid-flush, a flush failed by a database
-    outage and a lost scheduled job, including in conversations that keep receiving messages.
-    Returns the conversation ids (UUIDs) re-armed, at most RECONCILE_BATCH.
-    """
-    now = clock.now_us()
-    grace = seconds_us(current_app.config["RECONCILE_GRACE_SECONDS"])
-    cutoff = to_datetime(now - quiet_us() - grace)
+def overdue_conversations(now, overdue_by=0, limit=RECONCILE_BATCH):
+    """The open conversations whose oldest unanswered group has been due for at least
+    `overdue_by` (us) at `now` (us): {conversation_id: [(message_id, arrival_us), ...]}, every
+    unanswered inbound message of each, oldest first; at most `limit` conversations, the
+    longest waiting first. Read in its own short transaction (rolled back). Raises the
+    database's error."""
+    cutoff = to_datetime(now - quiet_us() - overdue_by)
     unanswered = (Message.type == INBOUND, Message.reply_id.is_(None))
     # Two simple queries, not one nested one: with stale statistics (a young table) the
     # planner ran the nested form as a loop over every unanswered message, for minutes.
-    # Only open conversations count against the batch, so closed ones cannot starve it.
+    # Only open conversations count against the limit, so closed ones cannot starve it.
     candidates = (
         db.session.execute(
             select(Message.conversation_id)
@@ -226,7 +223,7 @@ def reconcile_groups():
             .group_by(Message.conversation_id)
             .having(func.min(Message.received_at) < cutoff)
             .order_by(func.min(Message.received_at))
-            .limit(RECONCILE_BATCH)
+            .limit(limit)
         )
         .scalars()
         .all()
@@ -242,13 +239,25 @@ def reconcile_groups():
     arrivals = {}
     for conversation_id, message_id, received_at in rows:
         arrivals.setdefault(conversation_id, []).append((message_id, to_us(received_at)))
-    # Overdue: its oldest closed group is due for longer than the grace period. The oldest
-    # messages of a group that is still growing do not make a conversation overdue.
+    # The oldest messages of a group that is still growing do not make it due.
     overdue = {}
     for conversation_id, pairs in arrivals.items():
         groups = closed_groups(pairs, now, quiet_us())
-        if groups and groups[0][-1][1] + quiet_us() + grace <= now:
+        if groups and flush_due_us(groups[0][-1][1], quiet_us()) + overdue_by <= now:
             overdue[conversation_id] = pairs
+    return overdue
+
+
+def reconcile_groups():
+    """Re-arm conversations whose oldest unanswered group is overdue by the grace period.
+
+    Covers Redis losing its data, a worker killed mid-flush, a flush failed by a database
+    outage and a lost scheduled job, including in conversations that keep receiving messages.
+    Returns the conversation ids (UUIDs) re-armed, at most RECONCILE_BATCH.
+    """
+    now = clock.now_us()
+    grace = seconds_us(current_app.config["RECONCILE_GRACE_SECONDS"])
+    overdue = overdue_conversations(now, overdue_by=grace)
     for conversation_id, pairs in overdue.items():
         add_to_group(conversation_id, pairs, now)
         metrics.count(redis_client.client, "reconcile_groups")

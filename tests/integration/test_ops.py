@@ -86,6 +86,33 @@ def test_metrics_count_events_and_replies(client, fake_clock):
     assert "http_request_duration_seconds_bucket" in body
 
 
+def gauge(body, name):
+    (line,) = [line for line in body.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_metrics_show_the_backlog_of_due_groups(client, fake_clock):
+    """An operator sees replies falling behind: groups past their debounce window without a
+    reply, and how long the oldest has waited since it came due (issue 14)."""
+    first, second = open_conversation(client), open_conversation(client)
+    post(client, new_message(new_id(), first), 202)
+    fake_clock.advance(3)
+    post(client, new_message(new_id(), second), 202)
+    fake_clock.advance(2.5)  # first due 0.5 s ago, second still in its window
+    body = client.get("/metrics").get_data(as_text=True)
+    assert gauge(body, "due_groups") == 1
+    assert gauge(body, "oldest_due_group_age_seconds") == pytest.approx(0.5, abs=0.01)
+    post(client, new_message(new_id(), first), 202)  # a second group, not due yet
+    fake_clock.advance(4)
+    body = client.get("/metrics").get_data(as_text=True)
+    assert gauge(body, "due_groups") == 2  # first's first group, second's only one
+    assert gauge(body, "oldest_due_group_age_seconds") == pytest.approx(4.5, abs=0.01)
+    run_due_jobs()
+    body = client.get("/metrics").get_data(as_text=True)
+    assert gauge(body, "due_groups") == 0
+    assert gauge(body, "oldest_due_group_age_seconds") == 0
+
+
 def test_metrics_label_unknown_methods_as_other(client):
     """A method label per request's whim would let anyone grow /metrics without bound."""
     for method in ("FOOBAR", "QWERTYUIOP", "get"):
