@@ -28,7 +28,8 @@ Output: a readable line per event, or with ``--json`` one JSON object per line w
 ``event`` key: ``down`` (with ``--down-for`` or when told), ``listening`` (once connections are
 accepted), ``received``, ``duplicate``, ``failed`` (on purpose), ``rejected``, ``control`` (a
 change made over the control API) and, on Ctrl-C or SIGTERM, ``stopped`` with the counts. Exit
-codes: 0 after Ctrl-C or SIGTERM, 2 usage error (a malformed secret, a port in use).
+codes: 0 after Ctrl-C or SIGTERM, 1 when its port was taken by another program while it was
+down, 2 usage error (a malformed secret, a port in use).
 """
 
 from __future__ import annotations
@@ -599,7 +600,9 @@ class ControlHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server API)
         pass
 
-    def _send(self, status: int, body: dict | None, headers: Mapping[str, str] = {}) -> None:  # noqa: B006 (read only)
+    def _send(
+        self, status: int, body: dict | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         if body is not None:
@@ -610,7 +613,7 @@ class ControlHandler(BaseHTTPRequestHandler):
         if origin is not None and origin.lower() in self.server.origins:
             self.send_header("Access-Control-Allow-Origin", origin)
         self.send_header("Vary", "Origin")
-        for name, value in headers.items():
+        for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
@@ -865,18 +868,21 @@ def serve(server: ReceiverServer, receiver: Receiver, extra: dict) -> None:
     url = _url(server)
     switch = receiver.switch
     serving = None
+    left = switch.seconds_left()
     try:
         while True:
-            left = switch.seconds_left()
+            # Told before the change is reported done (Switch.done), so a PATCH /state that
+            # returns finds it in the log.
             if left is not None:
                 seconds = None if left == math.inf else round(left, 3)
                 receiver.tell({"event": "down", "url": url, "port": address[1], "seconds": seconds})
+                switch.done(port_down=True)
                 if not switch.wait(down=False):
                     return
             server.server_activate()
-            switch.done(port_down=False)
             # Told once connections are accepted: a reader may send as soon as it sees it.
             receiver.tell({"event": "listening", "url": url, "port": address[1], **extra})
+            switch.done(port_down=False)
             serving = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
             )
@@ -888,7 +894,7 @@ def serve(server: ReceiverServer, receiver: Receiver, extra: dict) -> None:
             server.take_down()
             # Bound again at once, so the port stays ours while it refuses connections.
             server = ReceiverServer(address, receiver)
-            switch.done(port_down=True)
+            left = switch.seconds_left() or 0.0
     finally:
         if serving is not None:
             server.shutdown()
@@ -932,10 +938,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     previous = signal.signal(signal.SIGTERM, _raise_stop)
+    code = 0
     try:
         serve(server, receiver, extra)
     except (KeyboardInterrupt, Stop):
         pass
+    except OSError as exc:  # the port, taken by another program while down
+        print(f"{PROG}: error: cannot take {url} back: {exc}", file=sys.stderr)
+        code = 1
     finally:
         signal.signal(signal.SIGTERM, previous)
         receiver.switch.stop()
@@ -944,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             control.server_close()
     with receiver.lock:
         emit({"event": "stopped", **receiver.counts})
-    return 0
+    return code
 
 
 if __name__ == "__main__":
