@@ -18,6 +18,7 @@ export default defineConfig({
       '/conversations': { target: backend, changeOrigin: true },
       '/held': { target: backend, changeOrigin: true },
       '/deliveries': { target: backend, changeOrigin: true },
+      '/generations': { target: backend, changeOrigin: true },
       // Server-sent events: keep the connection open, no buffering.
       '/events': { target: backend, changeOrigin: true, timeout: 0, proxyTimeout: 0 },
     },

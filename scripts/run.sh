@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run web, worker and scheduler (plus a delivery worker when REPLY_WEBHOOK_URL is set, and a
 # generation worker when REPLY_GENERATOR_URL is set) together
-# until Ctrl-C or SIGTERM, which stops all of them.
+# until Ctrl-C or SIGTERM, which stops all of them. With DEMO_RECEIVER=1 the reference receiver
+# (scripts/receiver.py) runs with them and the replies are delivered to it.
 # Used by `make run`; configuration comes from the environment and an optional .env file.
 # Exit status: 0 after a requested stop (Ctrl-C, SIGTERM); 1 when a process exits by itself.
 set -euo pipefail
@@ -49,6 +50,10 @@ start() {
   names[$!]=$name
 }
 
+port_answers() {
+  "$BIN/python" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null
+}
+
 redis_answers() {
   "$BIN/python" - "$1" <<'PY'
 import sys, redis
@@ -79,6 +84,33 @@ fi
 PID_FILE=${RUN_PID_FILE:-instance/run.pid}
 mkdir -p "$(dirname "$PID_FILE")"
 echo $$ >"$PID_FILE"
+# DEMO_RECEIVER=1: watch deliveries end to end on one machine. The reference receiver takes the
+# replies (REPLY_WEBHOOK_URL and a fresh REPLY_WEBHOOK_SECRET point at it, whatever was set),
+# and its control API lets this run's console show what it got and make it fail.
+if [ "${DEMO_RECEIVER:-}" = 1 ]; then
+  receiver_port=${DEMO_RECEIVER_PORT:-9000}
+  control_port=${DEMO_RECEIVER_CONTROL_PORT:-9001}
+  if [ -n "${REPLY_WEBHOOK_URL:-}" ]; then
+    echo "run: DEMO_RECEIVER=1: replies go to the reference receiver, not to $REPLY_WEBHOOK_URL"
+  fi
+  export REPLY_WEBHOOK_URL=http://127.0.0.1:$receiver_port/
+  REPLY_WEBHOOK_SECRET=$("$BIN/python" -c 'from scripts.receiver import new_secret; print(new_secret())')
+  export REPLY_WEBHOOK_SECRET
+  # A retry soon after the receiver comes back, rather than up to 30 s later.
+  export DELIVERY_MAX_BACKOFF_SECONDS=${DELIVERY_MAX_BACKOFF_SECONDS:-5}
+  # The secret goes by the environment ($REPLY_WEBHOOK_SECRET), not the command line.
+  start receiver "$BIN/python" -m scripts.receiver --port "$receiver_port" \
+    --control-port "$control_port" \
+    --allow-origin "http://127.0.0.1:$PORT" --allow-origin "http://localhost:$PORT"
+  receiver_pid=$!
+  until port_answers "$control_port"; do
+    if ! kill -0 "$receiver_pid" 2>/dev/null; then
+      echo "run: the reference receiver did not start (DEMO_RECEIVER_PORT, DEMO_RECEIVER_CONTROL_PORT)" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+fi
 "$BIN/flask" db upgrade
 start web "$BIN/gunicorn" -c gunicorn.conf.py wsgi:app
 start worker "$BIN/flask" worker
@@ -93,6 +125,10 @@ if [ -n "${REPLY_GENERATOR_URL:-}" ]; then
 fi
 start scheduler "$BIN/flask" scheduler
 echo "run: web on http://$HOST:$PORT (API docs at /docs, console at /ui/); Ctrl-C stops everything"
+if [ "${DEMO_RECEIVER:-}" = 1 ]; then
+  echo "run: replies are delivered to the reference receiver at $REPLY_WEBHOOK_URL (control API on" \
+    "http://127.0.0.1:$control_port/: the console's simulator, section Receiver)"
+fi
 status=0
 wait -n -p exited "${pids[@]}" || status=$?
 echo "run: the ${names[$exited]} process exited by itself (status $status); stopping the others" >&2

@@ -2,7 +2,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import ChatView from '../src/components/ChatView.vue'
 import { BUS_KEY, createBus } from '../src/lib/bus'
-import { isoOffset, jsonResponse, mockFetch, useFakeClock } from './helpers'
+import { isoOffset, jsonResponse, loadsOf, mockFetch, useFakeClock } from './helpers'
 
 beforeEach(() => useFakeClock('2026-01-01T12:00:00.000Z'))
 afterEach(() => vi.useRealTimers())
@@ -85,18 +85,18 @@ describe('ChatView', () => {
       global: { provide: { [BUS_KEY as symbol]: bus } },
     })
     await flushPromises()
-    expect(f).toHaveBeenCalledTimes(2)
+    expect(loadsOf(f, 'c1')).toBe(1)
 
     bus.emit({ name: 'reply.created', data: { conversation_id: 'other' } })
     vi.advanceTimersByTime(200)
     await flushPromises()
-    expect(f).toHaveBeenCalledTimes(2)
+    expect(loadsOf(f, 'c1')).toBe(1)
 
     act = { conversation_id: 'c1', group: null, held: [] }
     bus.emit({ name: 'reply.created', data: { conversation_id: 'c1', message_ids: ['m2', 'm3'] } })
     vi.advanceTimersByTime(150)
     await flushPromises()
-    expect(f).toHaveBeenCalledTimes(4)
+    expect(loadsOf(f, 'c1')).toBe(2)
     expect(w.find('[data-testid="pending-countdown"]').exists()).toBe(false)
     expect(w.find('.countdown--idle').text()).toBe('No reply pending')
     expect(w.findAll('[data-pending="true"]')).toHaveLength(0)

@@ -86,3 +86,8 @@ export function summary(id: string, second: number): ConversationSummary {
   const at = new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString()
   return { id, status: 'OPEN', created_at: at, updated_at: at, message_count: 0, last_message_at: null }
 }
+
+/** How many times a mocked fetch read conversation `id` (each load also reads its activity and generations). */
+export function loadsOf(fetchMock: Mock, id: string): number {
+  return fetchMock.mock.calls.filter(([url]) => url === `/conversations/${id}/`).length
+}

@@ -19,6 +19,8 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
+from tests.helpers import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"reference receiver test secret!!").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"a secret the receiver does not know").decode()
@@ -43,7 +45,7 @@ class Receiver:
         self.lines = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        self.url = None
+        self.url = self.control = None
 
     def _read(self):
         for line in self.process.stdout:
@@ -61,8 +63,23 @@ class Receiver:
         return line
 
     def listening(self):
-        self.url = self.next_line("listening")["url"]
+        line = self.next_line("listening")
+        self.url, self.control = line["url"], line.get("control_url")
         return self
+
+    def state(self, **headers):
+        return requests.get(self.control + "state", headers=headers, timeout=DEADLINE)
+
+    def change(self, settings, **headers):
+        """PATCH /state with `settings`; the answer."""
+        return requests.patch(
+            self.control + "state", json=settings, headers=headers, timeout=DEADLINE
+        )
+
+    def events(self, after=0):
+        answer = requests.get(self.control + f"events?after={after}", timeout=DEADLINE)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
     def stop(self, sig=signal.SIGTERM):
         """Stop it with `sig`; (exit code, the JSON lines it printed since the last read)."""
@@ -109,9 +126,12 @@ def reply_event(conversation_id=None, created_at=None, content="Thanks, we got i
     }
 
 
-def post(url, event, secrets=(SECRET,), webhook_id=None, at=None, timeout=DEADLINE):
+def post(
+    url, event, secrets=(SECRET,), webhook_id=None, at=None, timeout=DEADLINE, client=requests
+):
     """POST `event` as the service does: webhook-id (default: the reply id), the attempt's
-    webhook-timestamp, and the space-separated signatures of every secret."""
+    webhook-timestamp, and the space-separated signatures of every secret; through `client`
+    (a requests.Session keeps its connection between calls, as the service's does)."""
     body = json.dumps(event)
     webhook_id = webhook_id or event["data"]["reply_id"]
     at = at or datetime.now(UTC)
@@ -121,7 +141,7 @@ def post(url, event, secrets=(SECRET,), webhook_id=None, at=None, timeout=DEADLI
         "webhook-timestamp": str(int(at.timestamp())),
         "webhook-signature": " ".join(Webhook(s).sign(webhook_id, at, body) for s in secrets),
     }
-    return requests.post(url, data=body.encode(), headers=headers, timeout=timeout)
+    return client.post(url, data=body.encode(), headers=headers, timeout=timeout)
 
 
 def test_a_signed_reply_is_answered_200_and_printed_once(start):
@@ -345,6 +365,8 @@ def test_readable_output_shows_the_reply():
         (["--status", "200"], "--status"),
         (["--retry-after", "5"], "--retry-after"),
         (["--fail-rate", "2"], "--fail-rate"),
+        (["--control-port", "0", "--allow-origin", "127.0.0.1:8000"], "--allow-origin"),
+        (["--control-port", "0", "--allow-origin", "http://h:1/ui/"], "--allow-origin"),
     ],
 )
 def test_bad_options_exit_2(args, message):
@@ -385,3 +407,245 @@ def test_the_wrapper_runs_without_an_activated_virtualenv(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: scripts/receiver")
     assert "--retry-after" in result.stdout
+
+
+# --- the control API (--control-port), as the console's simulator uses it ------------------
+
+CONSOLE = "http://127.0.0.1:8123"
+
+
+def test_control_fails_the_next_n_events_then_accepts(start):
+    receiver = start("--control-port", "0")
+    event = reply_event()
+
+    answer = receiver.change({"fail_next": 2, "fail_status": 503, "retry_after": 3})
+
+    assert answer.status_code == 200
+    assert answer.json() | {"counts": None, "last": None, "url": None} == {
+        "url": None,
+        "down": False,
+        "back_at": None,
+        "fail_next": 2,
+        "fail_status": 503,
+        "fail_rate": 0.0,
+        "retry_after": 3,
+        "slow": 0.0,
+        "counts": None,
+        "last": None,
+    }
+    assert receiver.next_line("control")["changes"] == {
+        "fail_next": 2,
+        "fail_status": 503,
+        "retry_after": 3,
+    }
+    first, second, third = (post(receiver.url, event) for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [503, 503, 200]
+    assert first.headers["Retry-After"] == "3"
+    assert post(receiver.url, event).status_code == 200
+    page = receiver.events()
+    got = [e for e in page["events"] if e["event"] in ("failed", "received", "duplicate")]
+    assert [(e["event"], e["status"], e["verified"], e["duplicate"]) for e in got] == [
+        ("failed", 503, True, False),
+        ("failed", 503, True, False),
+        ("received", 200, True, False),
+        ("duplicate", 200, True, True),
+    ]
+    assert {e["webhook_id"] for e in got} == {event["data"]["reply_id"]}
+    assert got[2]["content"] == event["data"]["content"]
+    assert page["state"]["fail_next"] == 0
+    assert page["state"]["counts"] == {"received": 1, "duplicate": 1, "failed": 2, "rejected": 0}
+    assert page["last"] == page["events"][-1]["n"] == page["state"]["last"]
+    # Numbered in order; after=N reads only what is newer.
+    numbers = [e["n"] for e in page["events"]]
+    assert numbers == sorted(numbers)
+    assert receiver.events(after=page["last"])["events"] == []
+    assert [e["event"] for e in receiver.events(after=numbers[-2])["events"]] == ["duplicate"]
+
+
+def test_control_rejections_are_listed_as_not_verified(start):
+    receiver = start("--control-port", "0")
+
+    assert post(receiver.url, reply_event(), secrets=(OTHER_SECRET,)).status_code == 401
+
+    [rejected] = [e for e in receiver.events()["events"] if e["event"] == "rejected"]
+    assert (rejected["status"], rejected["verified"], rejected["duplicate"]) == (401, False, False)
+
+
+def test_control_down_refuses_connections_and_cuts_kept_alive_ones(start):
+    receiver = start("--control-port", "0")
+    sender = requests.Session()  # keeps its connection, as the service's does
+    event = reply_event()
+    assert post(receiver.url, event, client=sender).status_code == 200
+
+    answer = receiver.change({"down": True})
+
+    # Answered once the port is closed: nothing gets through from then on.
+    assert answer.status_code == 200 and answer.json()["down"] is True
+    assert answer.json()["back_at"] is None
+    for client in (sender, requests):
+        with pytest.raises(requests.ConnectionError):
+            post(receiver.url, reply_event(), client=client)
+    assert receiver.change({"down": False}).json()["down"] is False
+    # Back on the same port, remembering what it got before.
+    answer = post(receiver.url, event, client=sender)
+    assert answer.status_code == 200 and answer.json()["duplicate"] is True
+    kinds = [e["event"] for e in receiver.events()["events"]]
+    assert kinds == [
+        "listening",
+        "received",
+        "control",
+        "down",
+        "control",
+        "listening",
+        "duplicate",
+    ]
+
+
+def test_control_down_for_comes_back_by_itself(start):
+    receiver = start("--control-port", "0")
+
+    state = receiver.change({"down_for": 1}).json()
+
+    assert state["down"] is True
+    assert datetime.fromisoformat(state["back_at"]) > datetime.now(UTC)
+    with pytest.raises(requests.ConnectionError):
+        post(receiver.url, reply_event())
+    wait_for(lambda: receiver.state().json()["down"] is False, timeout=DEADLINE)
+    wait_for(lambda: post(receiver.url, reply_event()).status_code == 200, timeout=DEADLINE)
+
+
+def test_control_slow_answers_after_the_given_seconds(start):
+    receiver = start("--control-port", "0")
+    receiver.change({"slow": 1})
+    started = time.monotonic()
+
+    assert post(receiver.url, reply_event()).status_code == 200
+    assert time.monotonic() - started >= 1
+    receiver.change({"slow": 0})
+    started = time.monotonic()
+    assert post(receiver.url, reply_event()).status_code == 200
+    assert time.monotonic() - started < 1
+
+
+def test_going_down_mid_answer_never_answers_and_the_retry_is_a_duplicate(start):
+    receiver = start("--control-port", "0", "--slow", "30")
+    event = reply_event()
+    answers = queue.Queue()
+
+    def send():
+        try:
+            answers.put(post(receiver.url, event).status_code)
+        except requests.ConnectionError as exc:
+            answers.put(exc)
+
+    threading.Thread(target=send, daemon=True).start()
+    wait_for(lambda: receiver.state().json()["counts"]["received"] == 1, timeout=DEADLINE)
+    receiver.change({"down": True})
+
+    assert isinstance(answers.get(timeout=DEADLINE), requests.ConnectionError)
+    receiver.change({"down": False, "slow": 0})
+    assert post(receiver.url, event).json() == {"received": True, "duplicate": True}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"fail_next": 2, "fail_status": 200}, "fail_status must be an integer in 300..599"),
+        ({"fail_next": -1}, "fail_next must be an integer"),
+        ({"fail_next": True}, "fail_next must be an integer"),
+        ({"fail_rate": 1.5}, "fail_rate must be a number in 0..1"),
+        ({"slow": "2"}, "slow must be a number"),
+        ({"down": "yes"}, "down must be true or false"),
+        ({"down_for": 0}, "down_for must be a number above 0"),
+        ({"down": True, "down_for": 5}, "not both"),
+        ({"fail": 1}, "unknown setting(s) fail"),
+        ([1], "must be a JSON object"),
+    ],
+)
+def test_control_refuses_bad_settings_and_changes_nothing(start, settings, message):
+    receiver = start("--control-port", "0")
+    before = receiver.state().json()
+
+    answer = receiver.change(settings)
+
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "bad_request"
+    assert message in answer.json()["message"]
+    assert receiver.state().json() == before
+
+
+def test_control_answers_400_to_a_body_that_is_not_json(start):
+    receiver = start("--control-port", "0")
+    answer = requests.patch(receiver.control + "state", data=b"{nope", timeout=DEADLINE)
+    assert answer.status_code == 400
+    assert requests.get(receiver.control + "events?after=x", timeout=DEADLINE).status_code == 400
+    assert requests.get(receiver.control + "nothing", timeout=DEADLINE).status_code == 404
+
+
+def test_control_allows_the_console_origin_and_refuses_others(start):
+    receiver = start("--control-port", "0", "--allow-origin", CONSOLE)
+
+    preflight = requests.options(
+        receiver.control + "state",
+        headers={
+            "Origin": CONSOLE,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=DEADLINE,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == CONSOLE
+    assert "PATCH" in preflight.headers["Access-Control-Allow-Methods"]
+    assert preflight.headers["Access-Control-Allow-Headers"].lower() == "content-type"
+    answer = receiver.change({"fail_next": 1}, Origin=CONSOLE)
+    assert answer.status_code == 200
+    assert answer.headers["Access-Control-Allow-Origin"] == CONSOLE
+
+    # Another page, even the default console's once --allow-origin is given, is refused.
+    for origin in ("http://evil.example", "http://127.0.0.1:8000", "null"):
+        refused = receiver.change({"fail_next": 5}, Origin=origin)
+        assert refused.status_code == 403, origin
+        assert refused.json()["error"] == "origin_not_allowed"
+        assert "Access-Control-Allow-Origin" not in refused.headers
+    # A page that rebound its own name to 127.0.0.1 sends that name as Host.
+    rebound = receiver.state(Host="evil.example:9001")
+    assert rebound.status_code == 403 and rebound.json()["error"] == "host_not_allowed"
+    assert receiver.state().json()["fail_next"] == 1
+
+
+def test_control_allows_the_console_of_make_run_by_default(start):
+    receiver = start("--control-port", "0")
+    for origin in ("http://127.0.0.1:8000", "http://localhost:8000"):
+        answer = receiver.state(Origin=origin)
+        assert answer.headers["Access-Control-Allow-Origin"] == origin
+
+
+def test_readable_output_shows_what_it_was_told():
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.receiver",
+            "--port",
+            "0",
+            "--control-port",
+            "0",
+            "--secret",
+            SECRET,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        control = line.split("control API on ")[1].split(")")[0]
+        requests.patch(control + "state", json={"fail_next": 2, "down": True}, timeout=DEADLINE)
+        lines = [process.stdout.readline() for _ in range(2)]
+    finally:
+        process.terminate()
+        process.communicate(timeout=DEADLINE)
+
+    assert "told       fail_next=2, down=True" in lines[0]
+    assert "refuses connections until told to come back" in lines[1]

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from tests.conftest import TEST_REDIS_URL
-from tests.helpers import wait_for
-from tests.stack import ROOT, children_of, stack_env
+from tests.helpers import close_conversation, new_conversation, new_id, new_message, wait_for
+from tests.stack import ROOT, children_of, free_port, stack_env
 
 STOP_TIMEOUT = 60  # s: gunicorn's graceful stop plus the RQ worker's warm shutdown
 
@@ -42,7 +42,9 @@ def run_script(tmp_path, redis_conn):
 
     def start(**extra):
         env = stack_env(
-            f"sqlite:///{tmp_path / 'run.db'}", TEST_REDIS_URL, strip=("API_TOKEN", "REPLY_")
+            f"sqlite:///{tmp_path / 'run.db'}",
+            TEST_REDIS_URL,
+            strip=("API_TOKEN", "REPLY_", "DELIVERY_", "DEMO_RECEIVER"),
         )
         env |= extra
         del env["HOST"]  # the default of scripts/run.sh is under test
@@ -156,7 +158,51 @@ def test_a_delivery_worker_runs_only_with_delivery_on(run_script, delivery):
         wait_for(lambda: any("worker --queue deliveries" in c for c in _commands(process)))
     else:
         assert not any("--queue" in c for c in found), found
+    # The reference receiver runs only when asked for (DEMO_RECEIVER=1).
+    assert not any("scripts.receiver" in c for c in _commands(process))
     assert process.poll() is None, log.read_text()
+
+
+def test_demo_receiver_gets_the_replies_and_answers_this_runs_console(run_script):
+    receiver_port, control_port = free_port(), free_port()
+    process, base, log = run_script(
+        DEMO_RECEIVER="1",
+        DEMO_RECEIVER_PORT=str(receiver_port),
+        DEMO_RECEIVER_CONTROL_PORT=str(control_port),
+        # Ignored: the demo's receiver takes the replies.
+        REPLY_WEBHOOK_URL="http://127.0.0.1:9/elsewhere",
+        REPLY_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    control = f"http://127.0.0.1:{control_port}/"
+    conversation_id = new_id()
+    for event in (
+        new_conversation(conversation_id),
+        new_message(new_id(), conversation_id),
+        close_conversation(conversation_id),
+    ):
+        assert requests.post(f"{base}/webhook/", json=event, timeout=10).ok
+
+    def received():
+        events = requests.get(control + "events", timeout=5).json()["events"]
+        return [e for e in events if e["event"] == "received"]
+
+    [got] = wait_for(received, timeout=30)
+    assert got["conversation_id"] == conversation_id and got["verified"] is True
+    reply = requests.get(f"{base}/conversations/{conversation_id}/", timeout=10).json()
+    assert reply["messages"][-1]["id"] == got["reply_id"]
+    wait_for(lambda: reply_delivered(base, conversation_id), timeout=30)
+    # The console of this run (its PORT, by either name) may drive the receiver.
+    for origin in (base, base.replace("127.0.0.1", "localhost")):
+        answer = requests.get(control + "state", headers={"Origin": origin}, timeout=5)
+        assert answer.headers["Access-Control-Allow-Origin"] == origin
+    output = log.read_text()
+    assert "replies go to the reference receiver, not to http://127.0.0.1:9/elsewhere" in output
+    assert f"control API on http://127.0.0.1:{control_port}/" in output
+
+
+def reply_delivered(base, conversation_id):
+    messages = requests.get(f"{base}/conversations/{conversation_id}/", timeout=10).json()
+    return messages["messages"][-1]["delivery"]["status"] == "delivered"
 
 
 def test_reset_refuses_while_the_service_runs(run_script, tmp_path):

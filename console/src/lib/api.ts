@@ -5,6 +5,9 @@ import type {
   ConversationPage,
   ConversationStatus,
   Delivery,
+  Generation,
+  GenerationPage,
+  GenerationStatus,
   HeldPage,
   HeldStatus,
   WebhookEvent,
@@ -125,6 +128,25 @@ export function listHeld(status?: HeldStatus, signal?: AbortSignal): Promise<Hel
 /** Sends a dead reply again (POST /deliveries/{id}/retry, with the API token); 409 when it is not dead. */
 export function retryDelivery(replyId: string): Promise<Delivery> {
   return request<Delivery>(`/deliveries/${encodeURIComponent(replyId)}/retry`, { method: 'POST' })
+}
+
+/**
+ * A conversation's groups closed for the team's bot with this status (GET /generations/, newest
+ * first, with the API token). Empty while the generator is off and was never on.
+ */
+export function listGenerations(
+  conversationId: string,
+  status: GenerationStatus,
+  signal?: AbortSignal,
+  limit = 20,
+): Promise<GenerationPage> {
+  const params = new URLSearchParams({ conversation_id: conversationId, status, limit: String(limit) })
+  return request<GenerationPage>(`/generations/?${params.toString()}`, { signal })
+}
+
+/** Asks the bot again for a failed group (POST /generations/{id}/retry); 409 when it has not failed. */
+export function retryGeneration(replyId: string): Promise<Generation> {
+  return request<Generation>(`/generations/${encodeURIComponent(replyId)}/retry`, { method: 'POST' })
 }
 
 export interface WebhookResult {

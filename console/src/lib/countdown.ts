@@ -1,4 +1,4 @@
-import type { Activity } from './types'
+import type { Activity, Generation } from './types'
 
 /** Milliseconds left until `dueIso` (never negative; 0 for an unparsable date). */
 export function remainingMs(dueIso: string | null | undefined, nowMs: number): number {
@@ -29,14 +29,22 @@ export function countdownLabel(ms: number): string {
 
 /**
  * Milliseconds until the chat view should reload by itself: shortly after the open group's reply is
- * due, or a held message's hold ends, whichever comes first (so the view settles even without the
- * live stream). Null when nothing is pending. Capped so a far-off or skewed deadline is re-checked.
+ * due, a held message's hold ends, or a group waiting for the team's bot is due to be asked again,
+ * whichever comes first (so the view settles even without the live stream). Null when nothing is
+ * pending. Capped so a far-off or skewed deadline is re-checked.
  */
-export function followUpDelayMs(activity: Activity | null | undefined, nowMs: number, capMs = 60_000): number | null {
-  if (!activity) return null
+export function followUpDelayMs(
+  activity: Activity | null | undefined,
+  nowMs: number,
+  capMs = 60_000,
+  generations: readonly Generation[] = [],
+): number | null {
   const deadlines: number[] = []
-  if (activity.group) deadlines.push(Date.parse(activity.group.reply_due_at) + 1500)
-  for (const h of activity.held) if (h.status === 'HELD') deadlines.push(Date.parse(h.expires_at) + 1000)
+  if (activity?.group) deadlines.push(Date.parse(activity.group.reply_due_at) + 1500)
+  for (const h of activity?.held ?? []) if (h.status === 'HELD') deadlines.push(Date.parse(h.expires_at) + 1000)
+  for (const g of generations) {
+    if (g.status === 'pending' && g.next_attempt_at) deadlines.push(Date.parse(g.next_attempt_at) + 1500)
+  }
   const next = deadlines.filter((d) => !Number.isNaN(d) && d > nowMs).sort((x, y) => x - y)[0]
   return next === undefined ? null : Math.min(next - nowMs, capMs)
 }

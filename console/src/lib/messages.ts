@@ -4,20 +4,31 @@ export interface ChatItem {
   message: Message
   /** Inbound message that belongs to the open group (its automatic reply is not sent yet). */
   pending: boolean
+  /** Inbound message of a closed group whose reply the team's bot has not written yet. */
+  bot: 'pending' | 'failed' | null
 }
 
 /**
  * Chat items in the order the service recorded the messages, which is the order
  * `GET /conversations/{id}/` lists them in (by arrival). Never by `timestamp`: a message's
  * timestamp is its sender's clock and a reply's is the server's, so sorting by it can put a
- * reply above the messages it answers. Marks the inbound ones waiting in the open group.
+ * reply above the messages it answers. Marks the inbound ones waiting in the open group, and
+ * those of closed groups waiting for the team's bot (`bot`: message id -> that group's status).
  */
-export function toChatItems(messages: readonly Message[], group: PendingGroup | null | undefined): ChatItem[] {
+export function toChatItems(
+  messages: readonly Message[],
+  group: PendingGroup | null | undefined,
+  bot: ReadonlyMap<string, 'pending' | 'failed'> = new Map(),
+): ChatItem[] {
   const pendingIds = new Set(group?.message_ids ?? [])
-  return messages.map((message) => ({
-    message,
-    pending: message.type === 'INBOUND' && pendingIds.has(message.id),
-  }))
+  return messages.map((message) => {
+    const inbound = message.type === 'INBOUND'
+    return {
+      message,
+      pending: inbound && pendingIds.has(message.id),
+      bot: (inbound && bot.get(message.id)) || null,
+    }
+  })
 }
 
 /** Number of pending inbound messages. */

@@ -38,6 +38,32 @@ export interface Delivery extends DeliveryState {
   created_at: string
 }
 
+export type GenerationStatus = 'pending' | 'stored' | 'failed'
+
+/** A group closed for the team's bot (REPLY_GENERATOR_URL): GET /generations/. */
+export interface Generation {
+  /** The reply's id (also the Idempotency-Key sent to the bot). */
+  reply_id: string
+  conversation_id: string
+  status: GenerationStatus
+  source: 'generator' | 'template' | null
+  /** The group, in arrival order. */
+  message_ids: string[]
+  /** When the group closed. */
+  created_at: string
+  stored_at: string | null
+  attempts: number
+  next_attempt_at: string | null
+  last_attempt_at: string | null
+  last_status: number | null
+  last_error: string | null
+}
+
+export interface GenerationPage {
+  items: Generation[]
+  next_cursor: string | null
+}
+
 export interface Message {
   id: string
   type: MessageType
