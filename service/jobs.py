@@ -15,9 +15,9 @@ log = logging.getLogger(__name__)
 
 def _job(func):
     @wraps(func)
-    def run(*args):
+    def run(*args, **kwargs):
         try:
-            return func(*args)
+            return func(*args, **kwargs)
         finally:
             db.session.remove()
 
@@ -60,14 +60,16 @@ def expire_held():
 
 
 @_job
-def deliver_replies():
+def deliver_replies(linger=False):
     """One delivery pass: send the due replies to REPLY_WEBHOOK_URL and record the answers;
-    returns the attempts by outcome ({"delivered": n, "retry": n, "dead": n})."""
-    return deliveries.deliver_replies()
+    returns the attempts by outcome ({"delivered": n, "retry": n, "dead": n}). `linger`: a
+    pass queued by new work, which waits a little for more (queueing.Linger)."""
+    return deliveries.deliver_replies(linger)
 
 
 @_job
-def generate_replies():
+def generate_replies(linger=False):
     """One generation pass: ask REPLY_GENERATOR_URL for the due groups' replies and store them;
-    returns the calls by outcome ({"generated": n, "retry": n, "template": n, "failed": n})."""
-    return generations.generate_replies()
+    returns the calls by outcome ({"generated": n, "retry": n, "template": n, "failed": n}).
+    `linger`: a pass queued by new work, which waits a little for more (queueing.Linger)."""
+    return generations.generate_replies(linger)

@@ -38,13 +38,16 @@ FLUSH_PREFIX = "flush_group-"
 FLUSH_JOB = "service.jobs.flush_group"
 FLUSH_BATCH = 100
 DELIVER_JOB = "service.jobs.deliver_replies"
-# Set while a deliver_replies job is queued and not started yet (the job deletes it first
-# thing), so a burst of replies queues one pass, not one each. It expires on its own in case
-# the job was lost with Redis; the periodic pass covers the gap.
+# Set while a deliver_replies pass queued by new work is queued or running (see Linger), so a
+# stream of replies queues one pass, not one each: new work then only wakes it. It expires on
+# its own in case the pass was lost with Redis or its worker; the periodic pass covers the gap.
 DELIVER_QUEUED_KEY = "conversations:deliver_replies:queued"
 GENERATE_JOB = "service.jobs.generate_replies"
 GENERATE_QUEUED_KEY = "conversations:generate_replies:queued"
 PASS_QUEUED_TTL = 5
+# A pass queued by new work waits this long for more before it ends (up to its PASS_SECONDS),
+# so a steady stream of replies costs one RQ job per pass instead of one job each.
+LINGER_SECONDS = 1.0
 # A worker heartbeats at least every WORKER_TTL - 15 s (its BLPOP timeout); one that stopped
 # drops out of /readyz (live_workers) WORKER_TTL s after its last heartbeat, and out of RQ's
 # registry 60 s later.
@@ -465,41 +468,106 @@ def schedule_flush(conversation_id, due_us):
         get_scheduler().add_flush(flush_entry(conversation_id), _at(due_us))
 
 
+def _wake_key(key):
+    return key + ":wake"
+
+
 def _pass_soon(job, role, key):
-    """Queue one pass of `job` on the queue of `role`, unless one is queued and has not started
-    yet (`key` says so; the pass deletes it when it starts); never fails the caller (the
-    periodic pass comes anyway)."""
+    """Wake the pass of `job` that holds `key` (queued, or running and waiting for work), or
+    queue one on the queue of `role` when none does; never fails the caller (the periodic
+    pass comes anyway). One round trip, plus the enqueue when a pass is queued."""
+    wake = _wake_key(key)
     try:
-        if redis_client.client.set(key, 1, nx=True, ex=PASS_QUEUED_TTL):
-            get_queue(role).enqueue(job, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
+        with redis_client.client.pipeline(transaction=False) as pipe:
+            pipe.lpush(wake, 1)
+            pipe.ltrim(wake, 0, 0)
+            pipe.expire(wake, PASS_QUEUED_TTL)
+            pipe.set(key, 1, nx=True, ex=PASS_QUEUED_TTL)
+            queued = pipe.execute()[-1]
+        if queued:
+            get_queue(role).enqueue(
+                job, linger=True, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
+            )
     except redis.exceptions.RedisError as exc:
         log.warning(f"{job.rsplit('.', 1)[-1]}_enqueue_failed", extra={"reason": str(exc)})
 
 
-def _pass_started(job, key):
-    """Called by a pass before it looks at its table: work stored from now on queues a new
-    pass. Never fails the caller."""
-    try:
-        redis_client.client.delete(key)
-    except redis.exceptions.RedisError as exc:
-        log.warning(f"{job.rsplit('.', 1)[-1]}_unqueue_failed", extra={"reason": str(exc)})
+class Linger:
+    """The life of a pass queued by new work (`linger`), or of any other pass (not).
+
+    A lingering pass holds `key` while it runs, so new work wakes it (a Redis list, BLPOP)
+    instead of queueing another job; when no work came for LINGER_SECONDS, or its time is up,
+    it lets the key go and takes one last look, so work stored just before is not left to
+    the periodic pass. Other passes (the periodic one, the CLI's) let the key go as they
+    start: work stored from then on queues a new pass (a queued pass whose job was lost no
+    longer holds back new work). Redis errors end the lingering, never the pass."""
+
+    def __init__(self, job, key, linger, seconds):
+        self.name = job.rsplit(".", 1)[-1]
+        self.key = key
+        self.holding = False
+        if linger:
+            try:
+                with redis_client.client.pipeline(transaction=False) as pipe:
+                    # Until the pass's own deadline (`seconds`) and a margin: a pass killed
+                    # with its worker holds it that long at most.
+                    pipe.set(key, 1, ex=int(seconds) + PASS_QUEUED_TTL)
+                    # Wakes sent before now are for work the first claim sees.
+                    pipe.delete(_wake_key(key))
+                    pipe.execute()
+                self.holding = True
+            except redis.exceptions.RedisError as exc:
+                self._warn("linger_failed", exc)
+        else:
+            self.holding = True
+            self.release()
+
+    def idle(self, ends):
+        """A claim found nothing: True to claim again (new work woke the pass, or the last
+        look after letting go), False to end the pass. `ends`: its monotonic deadline."""
+        if not self.holding:
+            return False
+        wait = min(LINGER_SECONDS, ends - time.monotonic())
+        if wait > 0:
+            try:
+                if redis_client.client.blpop([_wake_key(self.key)], timeout=wait):
+                    return True
+            except redis.exceptions.RedisError as exc:
+                self._warn("linger_failed", exc)
+        return self.release()
+
+    def release(self):
+        """Let the key go: True the first time (the caller takes one last look)."""
+        if not self.holding:
+            return False
+        self.holding = False
+        try:
+            redis_client.client.delete(self.key)
+        except redis.exceptions.RedisError as exc:  # it expires on its own
+            self._warn("unqueue_failed", exc)
+        return True
+
+    def _warn(self, event, exc):
+        log.warning(f"{self.name}_{event}", extra={"reason": str(exc)})
 
 
 def deliver_soon():
-    """Queue a deliver_replies pass (see _pass_soon)."""
+    """Wake or queue a deliver_replies pass (see _pass_soon)."""
     _pass_soon(DELIVER_JOB, DELIVERIES, DELIVER_QUEUED_KEY)
 
 
-def deliver_started():
-    """Called by a deliver_replies pass before it looks at the outbox."""
-    _pass_started(DELIVER_JOB, DELIVER_QUEUED_KEY)
+def deliver_linger(linger, seconds):
+    """The Linger of a deliver_replies pass of at most `seconds` (`linger`: queued by
+    deliver_soon)."""
+    return Linger(DELIVER_JOB, DELIVER_QUEUED_KEY, linger, seconds)
 
 
 def generate_soon():
-    """Queue a generate_replies pass (see _pass_soon)."""
+    """Wake or queue a generate_replies pass (see _pass_soon)."""
     _pass_soon(GENERATE_JOB, GENERATIONS, GENERATE_QUEUED_KEY)
 
 
-def generate_started():
-    """Called by a generate_replies pass before it looks at the closed groups."""
-    _pass_started(GENERATE_JOB, GENERATE_QUEUED_KEY)
+def generate_linger(linger, seconds):
+    """The Linger of a generate_replies pass of at most `seconds` (`linger`: queued by
+    generate_soon)."""
+    return Linger(GENERATE_JOB, GENERATE_QUEUED_KEY, linger, seconds)

@@ -149,36 +149,43 @@ def record(delivery, answer, now):
     return step
 
 
-def deliver_replies():
+def deliver_replies(linger=False):
     """One delivery pass: claim the due heads, send them concurrently, record each answer, and
     again while replies come due (a delivered head frees the next one), for at most
-    leases.PASS_SECONDS. Returns {"delivered": n, "retry": n, "dead": n} (attempts by outcome); all
-    zero when delivery is off. Raises the database's error (a claim not committed claims
-    nothing; a result not recorded is sent again once its lease runs out)."""
+    leases.PASS_SECONDS. With `linger` (a pass queued by new work) it also waits for new work
+    between claims (queueing.Linger). Returns {"delivered": n, "retry": n, "dead": n}
+    (attempts by outcome); all zero when delivery is off. Raises the database's error (a claim
+    not committed claims nothing; a result not recorded is sent again once its lease runs
+    out)."""
     totals = {DELIVERED: 0, RETRY: 0, DEAD: 0}
     if not delivery_on():
         return totals
-    queueing.deliver_started()
+    waiting = queueing.deliver_linger(linger, leases.PASS_SECONDS)
     config = current_app.config
     url, secrets = config["REPLY_WEBHOOK_URL"], config["REPLY_WEBHOOK_SECRETS"]
     timeout = config["DELIVERY_TIMEOUT_SECONDS"]
     ends = time.monotonic() + leases.PASS_SECONDS
-    while time.monotonic() < ends:
-        claimed = claim(clock.now_us(), leases.CALL_THREADS)
-        if not claimed:
-            break
-        sending = {
-            leases.callers("deliver_reply").submit(
-                send, delivery, url, secrets, timeout, clock.now_us()
-            ): delivery
-            for delivery in claimed
-        }
-        for future in leases.finished(sending, timeout, "deliver_replies"):
-            step = record(sending[future], future.result(), clock.now_us())
-            if step is not None:
-                totals[step.outcome] += 1
-        if not all(future.done() for future in sending):
-            break  # their threads are busy: the next pass goes on
+    try:
+        while time.monotonic() < ends or waiting.release():
+            claimed = claim(clock.now_us(), leases.CALL_THREADS)
+            if not claimed:
+                if waiting.idle(ends):
+                    continue
+                break
+            sending = {
+                leases.callers("deliver_reply").submit(
+                    send, delivery, url, secrets, timeout, clock.now_us()
+                ): delivery
+                for delivery in claimed
+            }
+            for future in leases.finished(sending, timeout, "deliver_replies"):
+                step = record(sending[future], future.result(), clock.now_us())
+                if step is not None:
+                    totals[step.outcome] += 1
+            if not all(future.done() for future in sending):
+                break  # their threads are busy: the next pass goes on
+    finally:
+        waiting.release()
     if any(totals.values()):
         log.info("deliver_replies", extra=dict(totals))
     return totals

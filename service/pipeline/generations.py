@@ -206,53 +206,59 @@ def store_reply(group, content, source, now, attempt):
     return True
 
 
-def generate_replies():
+def generate_replies(linger=False):
     """One generation pass: claim the due heads, call the generator for them concurrently,
     act on each answer, and again while groups come due (a stored reply frees the next group
-    of its conversation), for at most leases.PASS_SECONDS. Returns the calls by outcome
-    ({"generated": n, "retry": n, "template": n, "failed": n}); all zero when the generator is
-    off. Raises the database's error of a claim (a claim not committed claims nothing), and
-    RuntimeError after the pass when some answers could not be recorded (logged as
-    generate_reply_failed; those groups are asked again once their lease runs out).
+    of its conversation), for at most leases.PASS_SECONDS. With `linger` (a pass queued by
+    new work) it also waits for new work between claims (queueing.Linger). Returns the calls
+    by outcome ({"generated": n, "retry": n, "template": n, "failed": n}); all zero when the
+    generator is off. Raises the database's error of a claim (a claim not committed claims
+    nothing), and RuntimeError after the pass when some answers could not be recorded (logged
+    as generate_reply_failed; those groups are asked again once their lease runs out).
     """
     totals = {GENERATED: 0, RETRY: 0, TEMPLATE: 0, FAILED: 0}
     if not generator_on():
         return totals
-    queueing.generate_started()
+    waiting = queueing.generate_linger(linger, leases.PASS_SECONDS)
     config = current_app.config
     url, token = config["REPLY_GENERATOR_URL"], config["REPLY_GENERATOR_TOKEN"]
     timeout = config["REPLY_GENERATOR_TIMEOUT_SECONDS"]
     ends = time.monotonic() + leases.PASS_SECONDS
     failures = 0
-    while time.monotonic() < ends:
-        claimed = claim(clock.now_us(), leases.CALL_THREADS)
-        if not claimed:
-            break
-        calls = {
-            leases.callers("generate_reply").submit(call, group, url, token, timeout): group
-            for group in claimed
-        }
-        for future in leases.finished(calls, timeout, "generate_replies"):
-            group = calls[future]
-            try:
-                outcome = record(group, future.result(), clock.now_us())
-            except Exception:
-                # One group's failure must not lose the answers the others got; its lease
-                # runs out and it is asked again.
-                db.session.rollback()
-                log.exception(
-                    "generate_reply_failed",
-                    extra={
-                        "reply_id": str(group["reply_id"]),
-                        "conversation_id": str(group["conversation_id"]),
-                    },
-                )
-                failures += 1
-                continue
-            if outcome is not None:
-                totals[outcome] += 1
-        if not all(future.done() for future in calls):
-            break  # their threads are busy: the next pass goes on
+    try:
+        while time.monotonic() < ends or waiting.release():
+            claimed = claim(clock.now_us(), leases.CALL_THREADS)
+            if not claimed:
+                if waiting.idle(ends):
+                    continue
+                break
+            calls = {
+                leases.callers("generate_reply").submit(call, group, url, token, timeout): group
+                for group in claimed
+            }
+            for future in leases.finished(calls, timeout, "generate_replies"):
+                group = calls[future]
+                try:
+                    outcome = record(group, future.result(), clock.now_us())
+                except Exception:
+                    # One group's failure must not lose the answers the others got; its
+                    # lease runs out and it is asked again.
+                    db.session.rollback()
+                    log.exception(
+                        "generate_reply_failed",
+                        extra={
+                            "reply_id": str(group["reply_id"]),
+                            "conversation_id": str(group["conversation_id"]),
+                        },
+                    )
+                    failures += 1
+                    continue
+                if outcome is not None:
+                    totals[outcome] += 1
+            if not all(future.done() for future in calls):
+                break  # their threads are busy: the next pass goes on
+    finally:
+        waiting.release()
     if any(totals.values()):
         log.info("generate_replies", extra=dict(totals))
     if failures:

@@ -22,7 +22,7 @@ from service import create_app
 from service.domain.clock import to_us
 from service.domain.delivery import DEAD, DELIVERED, PENDING
 from service.extensions import db
-from service.infra import metrics
+from service.infra import metrics, queueing
 from service.infra.models import Delivery
 from service.infra.notices import channel
 from service.infra.queueing import (
@@ -384,6 +384,37 @@ def test_an_operator_retry_of_a_dead_delivery(client, fake_clock, receiver):
     delivery = row(reply["id"])
     assert (delivery["status"], delivery["attempts"]) == (DELIVERED, 2)
     assert receiver.ids() == [reply["id"]] * 2
+
+
+def test_a_pass_queued_by_a_reply_is_woken_by_the_next_one(
+    client, delivery_app, fake_clock, receiver, redis_conn
+):
+    """A stream of replies costs one job, not one each: the pass the first reply queued waits
+    a little for more, and the next reply wakes it instead of queueing another."""
+    _, _, first = one_reply(client, fake_clock)
+    [job] = get_queue(DELIVERIES).jobs
+    assert job.kwargs == {"linger": True}
+    get_queue(DELIVERIES).empty()  # the worker took it: run it here, in a thread
+    results = {}
+
+    def worker():
+        with delivery_app.app_context():
+            results["pass"] = deliveries.deliver_replies(linger=True)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        wait_for(lambda: receiver.ids() == [first["id"]], timeout=10)
+        _, _, second = one_reply(client, fake_clock)
+        assert get_queue(DELIVERIES).count == 0  # woke the pass, queued nothing
+        wait_for(lambda: receiver.ids() == [first["id"], second["id"]], timeout=10)
+    finally:
+        thread.join(timeout=15)
+    assert results["pass"]["delivered"] == 2
+    # Let go once idle: the next reply queues a pass again.
+    assert not redis_conn.exists(queueing.DELIVER_QUEUED_KEY)
+    one_reply(client, fake_clock)
+    assert get_queue(DELIVERIES).count == 1
 
 
 def test_all_dead_are_retried_at_once(client, fake_clock, receiver):
