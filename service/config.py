@@ -83,7 +83,8 @@ def sentinel_settings(env):
         if not colon or "]" in port:  # no port, or only an IPv6 host's colons
             host, port = entry, "26379"
         host = host.strip("[]")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        # A URL (redis://host:26379) would pass as host "redis://host": say so instead.
+        if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"REDIS_SENTINELS entries must be host:port, got {entry!r}")
         sentinels.append((host, int(port)))
     if not sentinels:

@@ -96,56 +96,50 @@ def _switch_watcher(manager, sentinel):
 
 
 class SwitchWatcher:
-    """Drops this process's connections to a Redis master as soon as the sentinels announce
-    its replacement (`+switch-master` on their pub/sub).
+    """Drops this process's connections to a Redis master as soon as a sentinel announces
+    its replacement (`+switch-master` on its pub/sub; every sentinel is followed, by a thread
+    each, since the one that led the failover announces first and the others learn of it
+    seconds later).
 
     Without it, a connection opened before a requested failover keeps talking to the old
     master until Sentinel turns that server into a replica, which it does only some seconds
     later (it waits for the old master to report its role): meanwhile writes land on a server
     whose data is about to be discarded, and a worker blocked in BLPOP there waits for jobs
     that now go to the new master. Connections dropped here reconnect at their next call,
-    asking the sentinels for the master's address (redis-py's SentinelConnectionPool).
-    A missed announcement costs only that delay: reconnecting to the sentinels, the watcher
-    also compares the master's address with the last one it saw."""
+    asking the sentinels for the master's address (redis-py's SentinelConnectionPool), the
+    announcing sentinel first. An announcement missed by every thread costs only that delay."""
 
     def __init__(self, manager, master):
         self.manager = manager
         self.master = master
         self.pools = weakref.WeakSet()
-        self.address = None
-        self._thread = None
+        self._threads = None
 
     def watch(self, pool):
-        """Add a SentinelConnectionPool; starts the watching thread on first use."""
+        """Add a SentinelConnectionPool; starts the watching threads on first use."""
         self.pools.add(pool)
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="sentinel-switch-watcher", daemon=True
-            )
-            self._thread.start()
+        if self._threads is None:
+            self._threads = [
+                threading.Thread(
+                    target=self._run, args=(sentinel,), name="sentinel-switch-watcher", daemon=True
+                )
+                for sentinel in self.manager.sentinels
+            ]
+            for thread in self._threads:
+                thread.start()
 
-    def _switched(self, address):
-        if self.address is not None and address != self.address:
-            for pool in list(self.pools):
-                _leave_old_master(pool)
-        self.address = address
-
-    def _run(self):
+    def _run(self, sentinel):
         while True:
-            for sentinel in self.manager.sentinels:
-                try:
-                    self._follow(sentinel)
-                except (redis.exceptions.RedisError, OSError):
-                    continue
-            time.sleep(1)
+            try:
+                self._follow(sentinel)
+            except (redis.exceptions.RedisError, OSError):
+                time.sleep(1)
 
     def _follow(self, sentinel):
+        announcer = _address_of(sentinel)
         pubsub = sentinel.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe("+switch-master")
-            address = sentinel.sentinel_get_master_addr_by_name(self.master)
-            if address:
-                self._switched((address[0], int(address[1])))
             while True:
                 message = pubsub.get_message(timeout=0.5)
                 if not message:
@@ -153,17 +147,32 @@ class SwitchWatcher:
                 # "<master name> <old ip> <old port> <new ip> <new port>"
                 fields = message["data"].decode().split()
                 if len(fields) == 5 and fields[0] == self.master:
-                    self._switched((fields[3], int(fields[4])))
+                    for pool in list(self.pools):
+                        _leave_old_master(pool, announcer)
         finally:
             pubsub.close()
 
 
-def _leave_old_master(pool):
-    """Point `pool` at the master the sentinels name now: its idle connections close at once,
-    busy ones when released (SentinelConnectionPool drops a connection whose address is not
-    the master's). A busy one blocked in a long call (a worker's BLPOP) has its socket shut
-    under it, which its own thread then sees as the server closing the connection, the case
-    every caller already handles; closing it from this thread would race that thread's use."""
+def _address_of(client):
+    kwargs = client.connection_pool.connection_kwargs
+    return kwargs.get("host"), kwargs.get("port")
+
+
+def _leave_old_master(pool, announcer):
+    """Point `pool` at the master the sentinels name now, asking `announcer` (a sentinel's
+    (host, port)) first: its idle connections close at once, busy ones when released
+    (SentinelConnectionPool drops a connection whose address is not the master's). A busy one
+    blocked in a long call (a worker's BLPOP) has its socket shut under it, which its own
+    thread then sees as the server closing the connection, the case every caller already
+    handles (redis-py retries the call once, on a new connection); closing it from this
+    thread would race that thread's use."""
+    # A sentinel that has not heard of the failover yet would still name the old master:
+    # redis-py asks them in list order. Swapped, not moved, as discover_master does.
+    sentinels = pool.sentinel_manager.sentinels
+    for index, sentinel in enumerate(sentinels):
+        if _address_of(sentinel) == announcer:
+            sentinels[0], sentinels[index] = sentinel, sentinels[0]
+            break
     try:
         pool.get_master_address()
     except redis.exceptions.ConnectionError:

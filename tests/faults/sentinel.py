@@ -142,11 +142,11 @@ class SentinelSet:
 
         wait_until(ready, timeout, "the sentinels", interval=0.1)
 
-    def failover(self, timeout=30):
-        """`SENTINEL FAILOVER`, then wait until the other node is the master everywhere.
-        Returns the new master."""
+    def failover(self, index=0, timeout=30):
+        """`SENTINEL FAILOVER` sent to sentinel `index`, then wait until the other node is the
+        master everywhere. Returns the new master."""
         old = self.master()
-        self.sentinel().sentinel_failover(MASTER_NAME)
+        self.sentinel(index).sentinel_failover(MASTER_NAME)
         return self._wait_new_master(old, timeout)
 
     def kill_master(self, timeout=30):

@@ -38,7 +38,9 @@ def test_sentinel_addresses_master_and_password():
     assert load_config("/tmp", env)["REDIS_SENTINEL"]["master"] == "conversations"
 
 
-@pytest.mark.parametrize("entry", ["s1:port", "s1:0", "s1:70000", ":26379", "[::1]:x"])
+@pytest.mark.parametrize(
+    "entry", ["s1:port", "s1:0", "s1:70000", ":26379", "[::1]:x", "redis://s1:26379"]
+)
 def test_a_malformed_sentinel_address_is_refused(entry):
     with pytest.raises(ConfigError, match="REDIS_SENTINELS"):
         load_config("/tmp", {"REDIS_SENTINELS": entry})
