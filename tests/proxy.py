@@ -1,5 +1,6 @@
-"""The reverse proxy of deploy/nginx/ as a real nginx process, for the tests and the container
-check (.ci/containers.sh).
+"""The reverse proxy of deploy/nginx/ as a real nginx process, for the tests (and, as a command,
+for running the template under the host's nginx by hand; .ci/containers.sh runs the compose
+proxy itself).
 
 The template is rendered as the official nginx image renders /etc/nginx/templates/ (envsubst
 of the given variables only) and included in a minimal main configuration that keeps the pid,
