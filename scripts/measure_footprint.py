@@ -639,15 +639,20 @@ def start_redis(port):
     raise SystemExit(f"redis-server did not start on port {port}")
 
 
+def _bytes(value):
+    """A per-unit figure, or n/a when there were no units (--held 0, say)."""
+    return f"{value:>8} B" if value is not None else f"{'n/a':>8}"
+
+
 def print_report(report):
     mode = "delivery and generation on" if report["outbound"] else "template replies"
     print(f"\n== {mode}: {report['groups']} groups of 2 messages, {report['held']} held ==")
     print("Redis, INFO used_memory growth per unit:")
     for what, value in report["redis_used_memory_per_unit"].items():
-        print(f"  {what:<40} {value:>8} B")
+        print(f"  {what:<40} {_bytes(value)}")
     print("Redis, MEMORY USAGE of a conversation's buffer keys (sorted set and armed):")
     for what, value in report["redis_buffer_keys_per_unit"].items():
-        print(f"  {what:<40} {value:>8} B")
+        print(f"  {what:<40} {_bytes(value)}")
     print("Redis commands (INFO commandstats) and the server's CPU (INFO cpu):")
     for what, value in report["redis_commands_per_unit"].items():
         print(f"  {what:<40} {value['calls']:>8} calls {value['cpu_us']:>7} µs CPU")
