@@ -11,7 +11,7 @@ next pass sends again with the same `webhook-id` (at least once).
 """
 
 import logging
-import time
+from contextlib import closing
 
 from sqlalchemy import select, update
 
@@ -164,14 +164,9 @@ def deliver_replies(linger=False):
     config = current_app.config
     url, secrets = config["REPLY_WEBHOOK_URL"], config["REPLY_WEBHOOK_SECRETS"]
     timeout = config["DELIVERY_TIMEOUT_SECONDS"]
-    ends = time.monotonic() + leases.PASS_SECONDS
-    try:
-        while time.monotonic() < ends or waiting.release():
-            claimed = claim(clock.now_us(), leases.CALL_THREADS)
-            if not claimed:
-                if waiting.idle(ends):
-                    continue
-                break
+    claims = leases.batches(lambda: claim(clock.now_us(), leases.CALL_THREADS), waiting)
+    with closing(claims):
+        for claimed in claims:
             sending = {
                 leases.callers("deliver_reply").submit(
                     send, delivery, url, secrets, timeout, clock.now_us()
@@ -184,8 +179,6 @@ def deliver_replies(linger=False):
                     totals[step.outcome] += 1
             if not all(future.done() for future in sending):
                 break  # their threads are busy: the next pass goes on
-    finally:
-        waiting.release()
     if any(totals.values()):
         log.info("deliver_replies", extra=dict(totals))
     return totals

@@ -13,7 +13,7 @@ and the next pass asks again with the same idempotency key.
 """
 
 import logging
-import time
+from contextlib import closing
 
 from sqlalchemy import select, update
 
@@ -223,15 +223,10 @@ def generate_replies(linger=False):
     config = current_app.config
     url, token = config["REPLY_GENERATOR_URL"], config["REPLY_GENERATOR_TOKEN"]
     timeout = config["REPLY_GENERATOR_TIMEOUT_SECONDS"]
-    ends = time.monotonic() + leases.PASS_SECONDS
     failures = 0
-    try:
-        while time.monotonic() < ends or waiting.release():
-            claimed = claim(clock.now_us(), leases.CALL_THREADS)
-            if not claimed:
-                if waiting.idle(ends):
-                    continue
-                break
+    claims = leases.batches(lambda: claim(clock.now_us(), leases.CALL_THREADS), waiting)
+    with closing(claims):
+        for claimed in claims:
             calls = {
                 leases.callers("generate_reply").submit(call, group, url, token, timeout): group
                 for group in claimed
@@ -257,8 +252,6 @@ def generate_replies(linger=False):
                     totals[outcome] += 1
             if not all(future.done() for future in calls):
                 break  # their threads are busy: the next pass goes on
-    finally:
-        waiting.release()
     if any(totals.values()):
         log.info("generate_replies", extra=dict(totals))
     if failures:

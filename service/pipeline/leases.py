@@ -8,6 +8,7 @@ leased_until and last_attempt_at.
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from sqlalchemy import exists, or_, select, tuple_, update
@@ -50,6 +51,23 @@ def finished(futures, timeout_seconds, action):
     except TimeoutError:
         late = sum(1 for future in futures if not future.done())
         log.warning(f"{action}_abandoned", extra={"calls": late})
+
+
+def batches(claim, waiting):
+    """The batches `claim()` returns (non-empty lists of claimed rows), while it finds any and
+    for at most PASS_SECONDS; `waiting` (a queueing.Linger) decides whether an empty claim
+    ends the pass or waits for new work, and takes the pass's last look. Use it closed
+    (contextlib.closing), so a pass that stops early lets its key go at once."""
+    ends = time.monotonic() + PASS_SECONDS
+    try:
+        while time.monotonic() < ends or waiting.release():
+            claimed = claim()
+            if claimed:
+                yield claimed
+            elif not waiting.idle(ends):
+                return
+    finally:
+        waiting.release()
 
 
 def callers(name):

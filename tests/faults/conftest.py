@@ -10,20 +10,25 @@ from tests.faults.deps import missing_tools
 from tests.faults.harness import FULL, RESULTS, RUNTIME, FaultEnv
 
 
-@pytest.fixture(scope="session")
-def faults_env():
+def stage(env):
+    """Start `env` (a FaultEnv), yield it, stop it; skipped where the tools are missing (a
+    failure in CI)."""
     missing = missing_tools()
     if missing:
         why = f"the fault suite needs {', '.join(missing)}"
         if os.environ.get("CI"):
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
-    env = FaultEnv()
     try:
         env.start()
         yield env
     finally:
         env.stop()
+
+
+@pytest.fixture(scope="session")
+def faults_env():
+    yield from stage(FaultEnv())
 
 
 @pytest.fixture(scope="session")

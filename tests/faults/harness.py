@@ -58,7 +58,11 @@ class FaultEnv:
             f"redis://127.0.0.1:{self.redis_proxy.port}/0",
             strip=strip,
         )
-        logs = RUNTIME / "logs"
+        self._start_service(env, RUNTIME / "logs")
+
+    def _start_service(self, env, logs):
+        """Migrate, start web, a worker and a scheduler with `env`, logging to `logs`, and
+        supervise them."""
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "migrate.log", "ab") as log:
             subprocess.run(
@@ -73,9 +77,6 @@ class FaultEnv:
         self.stack = LiveStack(env, logs)
         self.stack.start(workers=1, schedulers=1)
         self.wait_worker()
-        self._start_supervisor()
-
-    def _start_supervisor(self):
         self._supervising.set()
         threading.Thread(target=self._supervise, daemon=True).start()
 

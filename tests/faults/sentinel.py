@@ -11,7 +11,7 @@ import redis
 
 from tests.faults.deps import PrivatePostgres, wait_until
 from tests.faults.harness import RUNTIME, FaultEnv
-from tests.stack import BIN, ROOT, LiveStack, free_port, stack_env
+from tests.stack import free_port, stack_env
 
 MASTER_NAME = "mymaster"
 # Sentinel's own defaults are 30 s and 3 min; a test wants a failover in seconds.
@@ -184,22 +184,7 @@ class SentinelEnv(FaultEnv):
             strip=("WEB_", "DB_", "RQ_", "PROMETHEUS_", "QUIET_", "HOLD_", "RECONCILE_", "REDIS_"),
         )
         env |= {"REDIS_SENTINELS": self.set.addresses, "REDIS_SENTINEL_MASTER": MASTER_NAME}
-        logs = self.directory / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / "migrate.log", "ab") as log:
-            subprocess.run(
-                [str(BIN / "flask"), "db", "upgrade"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-                timeout=120,
-            )
-        self.stack = LiveStack(env, logs)
-        self.stack.start(workers=1, schedulers=1)
-        self.wait_worker()
-        self._start_supervisor()
+        self._start_service(env, self.directory / "logs")
 
     def stop(self):
         self._supervising.clear()

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from tests.faults.deps import missing_tools
+from tests.faults.conftest import stage
 from tests.faults.experiments import POST, PRE
 from tests.faults.harness import Run, describe
 from tests.faults.sentinel import SentinelEnv
@@ -27,15 +27,7 @@ SLACK = 2.0  # seconds after the new master is known within which a 503 is still
 
 @pytest.fixture(scope="module")
 def sentinel_env():
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"the Sentinel test needs {', '.join(missing)}")
-    env = SentinelEnv()
-    try:
-        env.start()
-        yield env
-    finally:
-        env.stop()
+    yield from stage(SentinelEnv())
 
 
 @pytest.fixture(scope="module")
