@@ -1,4 +1,10 @@
-"""The timing rules in real time, through HTTP, with real web, worker and scheduler processes."""
+"""The timing rules in real time, through HTTP, with real web, worker and scheduler processes.
+
+The scenarios run together, each on conversations of its own, so the module takes as long as
+its longest scenario rather than their sum: the `scenarios` fixture starts those of the selected
+tests at once, and each test waits for its own and fails with its assertion. Killing the workers
+touches every conversation, so that test runs alone, after them.
+"""
 
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +52,7 @@ def pause_until(start, offset):
         time.sleep(delay)
 
 
-def test_single_message(live_stack):
+def single_message(live_stack):
     conversation_id = open_conversation(live_stack)
     message_id, accepted = send(live_stack, conversation_id)
     [reply] = wait_replies(live_stack, conversation_id, 1)
@@ -54,7 +60,7 @@ def test_single_message(live_stack):
     assert at(reply["timestamp"]) >= at(accepted["reply_due_at"])
 
 
-def test_burst_at_0_2_4_seconds(live_stack):
+def burst_at_0_2_4_seconds(live_stack):
     conversation_id = open_conversation(live_stack)
     start, ids = time.monotonic(), []
     for offset in (0, 2, 4):
@@ -67,7 +73,7 @@ def test_burst_at_0_2_4_seconds(live_stack):
     assert at(reply["timestamp"]) >= at(accepted["reply_due_at"])
 
 
-def test_messages_every_4_seconds_for_16_seconds(live_stack):
+def messages_every_4_seconds_for_16_seconds(live_stack):
     conversation_id = open_conversation(live_stack)
     start, ids = time.monotonic(), []
     for offset in (0, 4, 8, 12, 16):
@@ -78,7 +84,7 @@ def test_messages_every_4_seconds_for_16_seconds(live_stack):
     assert reply_ids(reply) == ids
 
 
-def test_two_bursts_7_seconds_apart(live_stack):
+def two_bursts_7_seconds_apart(live_stack):
     conversation_id = open_conversation(live_stack)
     start = time.monotonic()
     first = [send(live_stack, conversation_id)[0]]
@@ -92,7 +98,7 @@ def test_two_bursts_7_seconds_apart(live_stack):
     assert [reply_ids(r) for r in found] == [first, second]
 
 
-def test_held_message_joins_its_conversation(live_stack):
+def held_message_joins_its_conversation(live_stack):
     conversation_id = new_id()
     message_id, accepted = send(live_stack, conversation_id)
     assert accepted["status"] == "held"
@@ -102,7 +108,7 @@ def test_held_message_joins_its_conversation(live_stack):
     assert reply_ids(reply) == [message_id]
 
 
-def test_held_message_expires(live_stack):
+def held_message_expires(live_stack):
     conversation_id = new_id()
     message_id, _ = send(live_stack, conversation_id)
     time.sleep(7)  # the scenario: the conversation arrives 7 s later, past the hold
@@ -113,7 +119,7 @@ def test_held_message_expires(live_stack):
     assert live_stack.conversation(conversation_id)["messages"] == []
 
 
-def test_twenty_five_concurrent_messages(live_stack):
+def twenty_five_concurrent_messages(live_stack):
     conversation_id = open_conversation(live_stack)
     ids = [new_id() for _ in range(25)]
     with ThreadPoolExecutor(25) as pool:
@@ -128,7 +134,76 @@ def test_twenty_five_concurrent_messages(live_stack):
     assert len(replies(live_stack, conversation_id)) == 1
 
 
-def test_worker_killed_mid_flush_the_group_is_still_answered_once(live_stack):
+CONCURRENT = (
+    single_message,
+    burst_at_0_2_4_seconds,
+    messages_every_4_seconds_for_16_seconds,
+    two_bursts_7_seconds_apart,
+    held_message_joins_its_conversation,
+    held_message_expires,
+    twenty_five_concurrent_messages,
+)
+
+
+class Scenarios:
+    """Scenarios running in threads; `wait(scenario)` returns when it ended, raising what it
+    raised."""
+
+    def __init__(self, futures):
+        self.futures = futures
+
+    def wait(self, scenario):
+        return self.futures[scenario.__name__].result(timeout=90)
+
+    def wait_all(self):
+        for future in self.futures.values():
+            future.exception(timeout=90)
+
+
+@pytest.fixture(scope="module")
+def scenarios(request, live_stack):
+    """The CONCURRENT scenarios of this module's selected tests, started together on the live
+    stack; all of them have ended when it is torn down."""
+    selected = {
+        item.name.removeprefix("test_")
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    }
+    chosen = [s for s in CONCURRENT if s.__name__ in selected]
+    with ThreadPoolExecutor(max(len(chosen), 1), thread_name_prefix="scenario") as pool:
+        yield Scenarios({s.__name__: pool.submit(s, live_stack) for s in chosen})
+
+
+def test_single_message(scenarios):
+    scenarios.wait(single_message)
+
+
+def test_burst_at_0_2_4_seconds(scenarios):
+    scenarios.wait(burst_at_0_2_4_seconds)
+
+
+def test_messages_every_4_seconds_for_16_seconds(scenarios):
+    scenarios.wait(messages_every_4_seconds_for_16_seconds)
+
+
+def test_two_bursts_7_seconds_apart(scenarios):
+    scenarios.wait(two_bursts_7_seconds_apart)
+
+
+def test_held_message_joins_its_conversation(scenarios):
+    scenarios.wait(held_message_joins_its_conversation)
+
+
+def test_held_message_expires(scenarios):
+    scenarios.wait(held_message_expires)
+
+
+def test_twenty_five_concurrent_messages(scenarios):
+    scenarios.wait(twenty_five_concurrent_messages)
+
+
+def test_worker_killed_mid_flush_the_group_is_still_answered_once(live_stack, scenarios):
+    scenarios.wait_all()
     conversation_id = open_conversation(live_stack)
     dsn = database_url(live_stack.env["DATABASE_URL"]).replace("+psycopg2", "")
     message_id, _ = send(live_stack, conversation_id)
