@@ -21,11 +21,14 @@ run: $(VENV)/.run
 	$(MAKE) --no-print-directory console-if-npm
 	exec bash scripts/run.sh
 
-## test: the whole suite against real PostgreSQL and Redis (and the console's own tests)
+## test: the whole suite against real PostgreSQL and Redis (and the console's own tests), in
+## TEST_WORKERS lanes at once (tests/conftest.py); TEST_WORKERS=0 runs it in one process
+TEST_WORKERS ?= 3
+PYTEST_LANES := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 test: $(VENV)/.dev
 	$(MAKE) --no-print-directory console-if-npm
 	@if [ -d console/node_modules ]; then cd console && npm test --silent; fi
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_LANES)
 
 ## lint: ruff
 lint: $(VENV)/.dev

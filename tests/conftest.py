@@ -154,6 +154,37 @@ def fake_clock(monkeypatch):
     return fake
 
 
+# --- lanes of `pytest -n` (make test; tests/lanes.py) --------------------------------
+_PRIORITY_SET = pytest.StashKey[bool]()
+_FAULT_ROWS = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from tests.lanes import LaneScheduling
+
+    return LaneScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """On a worker of `pytest -n`, set its priority by the lane of its first test, before any
+    fixture starts a process."""
+    if hasattr(item.config, "workerinput") and _PRIORITY_SET not in item.config.stash:
+        from tests.lanes import set_priority
+
+        set_priority(item.nodeid)
+        item.config.stash[_PRIORITY_SET] = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Gather the fault figures of each lane (tests/faults/conftest.py hands them over)."""
+    rows = getattr(node, "workeroutput", {}).get("fault_result_rows")
+    if rows:
+        node.config.stash.setdefault(_FAULT_ROWS, []).extend(rows)
+
+
 # --- no test writes a tracked file ---------------------------------------------------
 
 
@@ -204,6 +235,11 @@ def pytest_sessionfinish(session):
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    rows = config.stash.get(_FAULT_ROWS, None)
+    if rows:
+        from tests.faults.harness import write_results
+
+        write_results(terminalreporter, rows)
     written = config.stash.get(_WRITTEN, None)
     if written:
         terminalreporter.write_sep("=", "tracked files modified during the run", red=True)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.faults import experiments
 from tests.faults.deps import missing_tools
-from tests.faults.harness import FULL, RESULTS, RUNTIME, FaultEnv
+from tests.faults.harness import RESULT_ROWS, RESULTS, FaultEnv, result_rows, write_results
 
 
 def stage(env):
@@ -50,22 +50,14 @@ def experiment(faults_env):
     return run
 
 
-def pytest_terminal_summary(terminalreporter):
-    if not RESULTS:
-        return
-    header = (
-        "| fault | accepted | once | twice | never | merged/split | max lateness "
-        "(outside faults) | 5xx | slowest request | verdict |"
-    )
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in RESULTS.items():
-        verdict = "; ".join(r.problems()) or "clean"
-        lines.append(
-            f"| {name} | {r.accepted} | {r.answered_once} | {r.answered_twice} | {r.never} | "
-            f"{r.merged}/{r.split} | {r.max_lateness:.2f} s ({r.max_lateness_outside:.2f} s) "
-            f"| {r.status_5xx} | {r.slowest:.2f} s | {verdict} |"
-        )
-    text = "\n".join(lines)
-    (RUNTIME / ("results-full.md" if FULL else "results.md")).write_text(text + "\n")
-    terminalreporter.write_sep("-", "fault suite figures (instance/faults/results*.md)")
-    terminalreporter.write_line(text)
+def pytest_sessionfinish(session):
+    """Under `pytest -n`, hand this lane's figures to the controller (tests/conftest.py prints
+    every lane's)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and RESULTS:
+        workeroutput[RESULT_ROWS] = result_rows(RESULTS)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if RESULTS and not hasattr(config, "workerinput"):
+        write_results(terminalreporter, result_rows(RESULTS))

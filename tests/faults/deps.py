@@ -45,13 +45,29 @@ def missing_tools():
     return missing
 
 
+# A file in a private cluster's configuration directory naming the pid of the suite that owns it.
+OWNER_FILE = "faults-owner.pid"
+
+
+def _owner_alive(version, name):
+    try:
+        pid = int((Path("/etc/postgresql") / version / name / OWNER_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def drop_stale_clusters():
-    """Drop `faults<port>` clusters a killed run left behind (down ones only: a running one
-    may belong to a suite running elsewhere)."""
+    """Drop `faults<port>` clusters a killed run left behind: down ones whose owning suite is
+    gone. A cluster that is down may belong to a suite running beside this one (another lane
+    of `pytest -n`, in the middle of its PostgreSQL outage)."""
     listing = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
     for line in listing.splitlines():
         version, name, _, status, *_ = line.split()
-        if name.startswith("faults") and name[6:].isdigit() and status == "down":
+        if not (name.startswith("faults") and name[6:].isdigit() and status == "down"):
+            continue
+        if not _owner_alive(version, name):
             subprocess.run(["pg_dropcluster", version, name], capture_output=True)
 
 
@@ -88,6 +104,9 @@ class PrivatePostgres:
             command += ["-o", option]
         subprocess.run([*command, "--", "--auth=trust"], check=True, capture_output=True)
         self.created = True
+        (Path("/etc/postgresql") / self.version / self.name / OWNER_FILE).write_text(
+            str(os.getpid())
+        )
         self.start()
         admin = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres")
         admin.autocommit = True

@@ -25,9 +25,41 @@ from tests.faults.traffic import Sender, Traffic
 from tests.stack import BIN, ROOT, LiveStack, stack_env
 
 FULL = os.environ.get("FAULTS_FULL", "") not in ("", "0")
-RUNTIME = ROOT / "instance" / "faults"
+# Under `pytest -n` (make test) each worker has a directory of its own: two lanes of the suite
+# run at once, each with its own stage.
+RUNTIME = ROOT / "instance" / "faults" / os.environ.get("PYTEST_XDIST_WORKER", "")
 # Figures of every run of this session, for the summary (conftest) and docs/reliability.md.
 RESULTS = {}
+# The key of a lane's rows in its xdist worker's output.
+RESULT_ROWS = "fault_result_rows"
+RESULTS_HEADER = (
+    "| fault | accepted | once | twice | never | merged/split | max lateness "
+    "(outside faults) | 5xx | slowest request | verdict |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def result_rows(results):
+    """The summary table's rows (markdown) of {fault name: checker report}."""
+    rows = []
+    for name, r in results.items():
+        verdict = "; ".join(r.problems()) or "clean"
+        rows.append(
+            f"| {name} | {r.accepted} | {r.answered_once} | {r.answered_twice} | {r.never} | "
+            f"{r.merged}/{r.split} | {r.max_lateness:.2f} s ({r.max_lateness_outside:.2f} s) "
+            f"| {r.status_5xx} | {r.slowest:.2f} s | {verdict} |"
+        )
+    return rows
+
+
+def write_results(terminalreporter, rows):
+    """Print the fault suite's figures and keep them in instance/faults/results[-full].md."""
+    text = "\n".join([RESULTS_HEADER, *rows])
+    directory = ROOT / "instance" / "faults"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / ("results-full.md" if FULL else "results.md")).write_text(text + "\n")
+    terminalreporter.write_sep("-", "fault suite figures (instance/faults/results*.md)")
+    terminalreporter.write_line(text)
 
 
 class FaultEnv:
