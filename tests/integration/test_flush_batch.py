@@ -25,6 +25,7 @@ from tests.helpers import (
     reply_ids,
     run_due_jobs,
     send,
+    wait_for,
 )
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -114,6 +115,8 @@ def test_a_batch_is_answered_in_one_transaction_with_its_exact_groups(
     assert counts[b"flush_group_ready"] == b"40"
     assert counts[b"replies_quiet"] == str(40 + 14).encode()
     assert counts[b"lateness_count"] == str(40 + 14).encode()
+    buckets = [int(v) for k, v in counts.items() if k.startswith(b"lateness_le_")]
+    assert sum(buckets) == 40 + 14
     assert redis_conn.keys("conv:*") == []
     # The flushes the messages armed find nothing left: every group answered once.
     run_due_jobs()
@@ -295,3 +298,61 @@ def test_sqlite_flushes_a_batch_one_conversation_at_a_time(app_on_each_backend, 
     for conversation_id in conversations:
         assert answered_groups(client, conversation_id) == recorded_groups(conversation_id)
     assert reply_pipeline.flush_groups(conversations) == dict.fromkeys(conversations, "empty")
+
+
+def lock_waits():
+    """How many statements of the test database wait for a lock."""
+    with db.engine.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+
+
+@pytest.mark.parametrize("flush", ["batch", "single"])
+def test_a_message_waiting_behind_the_flush_lock_joins_its_group(app, client, fake_clock, flush):
+    """The group closes by the clock read before the lock: a message stamped before the
+    group's end, whose statement waits behind the flush's lock, still joins it."""
+    conversation_id = open_conversation(client)
+    first = send(client, conversation_id)
+    fake_clock.advance(6)
+    second = send(client, conversation_id)
+    fake_clock.advance(4.9)  # [first] is closed by the gap; [second] is due in 0.1 s
+    blocker = db.engine.connect()
+    blocker.execute(
+        text("SELECT 1 FROM conversations WHERE id = :id FOR UPDATE"),
+        {"id": uuid.UUID(conversation_id)},
+    )
+    results, late = [], []
+
+    def flush_it():
+        with app.app_context():
+            if flush == "batch":
+                results.append(jobs.flush_group([conversation_id])[conversation_id])
+            else:
+                results.append(reply_pipeline.flush_group(conversation_id))
+
+    def intake():
+        with app.app_context(), app.test_client() as c:
+            late.append(send(c, conversation_id))
+
+    flusher = threading.Thread(target=flush_it)
+    flusher.start()
+    wait_for(lambda: lock_waits() == 1)
+    fake_clock.advance(0.05)  # stamped before [second]'s end, queued behind the flush
+    sender = threading.Thread(target=intake)
+    sender.start()
+    wait_for(lambda: lock_waits() == 2)
+    fake_clock.advance(0.5)  # [second] is due by the time the flush holds the lock
+    blocker.commit()
+    blocker.close()
+    flusher.join()
+    sender.join()
+    assert results == ["answered"]
+    assert answered_groups(client, conversation_id) == [[first]]
+    fake_clock.advance(5)
+    run_due_jobs()
+    assert answered_groups(client, conversation_id) == [[first], [second, *late]]
+    assert recorded_groups(conversation_id) == [[first], [second, *late]]
