@@ -4,13 +4,10 @@ case. They take ids, not objects, and run inside the worker's app context.
 May import: `service.pipeline` and below. Never `service.api` or `service.cli`.
 """
 
-import logging
 from functools import wraps
 
 from service.extensions import db
 from service.pipeline import deliveries, generations, holds, replies
-
-log = logging.getLogger(__name__)
 
 
 def _job(func):
