@@ -329,13 +329,17 @@ def flush_groups(conversation_ids):
     Raises Redis's error of the decisions (nothing was answered; reconcile_groups re-arms
     them).
     """
-    given = {}
-    for text in conversation_ids:
-        given.setdefault(uuid.UUID(str(text)), text)
     if db.session.get_bind().dialect.name != POSTGRESQL:
-        return flush_each(list(given.values()))
+        return flush_each(list(dict.fromkeys(conversation_ids)))
+    given, results = {}, {}
+    for text in conversation_ids:
+        try:
+            given.setdefault(uuid.UUID(str(text)), text)
+        except ValueError:
+            log.error("flush_group_failed", extra={"conversation_id": text, "reason": "not a UUID"})
+            results[text] = "failed"
     decisions = reply_buffer().decide_many(list(given), clock.now_us())
-    results = {given[c]: d.action for c, d in decisions.items() if d.action != "ready"}
+    results.update({given[c]: d.action for c, d in decisions.items() if d.action != "ready"})
     counts = rearm({c: d for c, d in decisions.items() if d.action != "ready"})
     ready = {c: d.at_us for c, d in decisions.items() if d.action == "ready"}
     if not ready:

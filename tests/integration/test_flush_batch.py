@@ -149,15 +149,18 @@ def test_a_mixed_batch_answers_only_the_ready_ones(app, client, fake_clock, redi
     send(client, waiting)
     fake_clock.advance(1)
 
-    batch = [ready, waiting, empty, closed, unknown]
-    results = jobs.flush_group(batch)
+    batch = [ready, waiting, empty, closed, unknown, "not-an-id"]
+    results = reply_pipeline.flush_groups(batch)
     assert results == {
         ready: "answered",
         waiting: "wait",
         empty: "empty",
         closed: "nothing",
         unknown: "nothing",
+        "not-an-id": "failed",
     }
+    with pytest.raises(RuntimeError, match="not-an-id"):
+        jobs.flush_group(["not-an-id"])
     assert answered_groups(client, ready) == [[first]]
     assert replies(client, closed) == [closing_reply]
     assert replies(client, waiting) == []
