@@ -4,13 +4,10 @@ case. They take ids, not objects, and run inside the worker's app context.
 May import: `service.pipeline` and below. Never `service.api` or `service.cli`.
 """
 
-import logging
 from functools import wraps
 
 from service.extensions import db
 from service.pipeline import deliveries, generations, holds, replies
-
-log = logging.getLogger(__name__)
 
 
 def _job(func):
@@ -26,19 +23,10 @@ def _job(func):
 
 @_job
 def flush_group(conversation_ids):
-    """flush_group for each conversation (ids as text) whose flush came due at one scheduler
-    poll. Returns {conversation_id: outcome}; raises RuntimeError naming the ones that failed,
-    after the others are done."""
-    results = {}
-    for conversation_id in conversation_ids:
-        try:
-            results[conversation_id] = replies.flush_group(conversation_id)
-        except Exception:
-            # One conversation's failure must not hold up the others; reconcile_groups
-            # answers it later from the database.
-            db.session.rollback()
-            log.exception("flush_group_failed", extra={"conversation_id": conversation_id})
-            results[conversation_id] = "failed"
+    """flush_group for the conversations (ids as text) whose flush came due at one scheduler
+    poll, as one batch (replies.flush_groups). Returns {conversation_id: outcome}; raises
+    RuntimeError naming the ones that failed, after the others are done."""
+    results = replies.flush_groups(conversation_ids)
     failed = [c for c, result in results.items() if result == "failed"]
     if failed:
         # Fail the job once the others are done, so the failure shows in RQ's registry.

@@ -154,24 +154,59 @@ class ReplyBuffer:
         """Take back a message whose database write did not commit."""
         self._withdraw(keys=keys(conversation_id), args=[str(message_id)])
 
-    def decide(self, conversation_id, now_us):
-        """Whether the conversation's oldest buffered group is quiet enough to answer now.
+    def pipeline(self):
+        """A pipeline (not a transaction) on the buffer's client, for calls queued with `pipe`."""
+        return self.client.pipeline(transaction=False)
 
-        When it is not, a flush is armed for its due time, which the caller schedules.
+    def decide(self, conversation_id, now_us, pipe=None):
+        """Whether the conversation's oldest buffered group is quiet enough to answer now: a
+        Decision.
+
+        When it is not, a flush is armed for its due time, which the caller schedules. With
+        `pipe` (from `pipeline()`) the call is only queued, returns None, and `decision(answer)`
+        reads its answer among the pipeline's results.
         """
         args = [self.key_ttl_ms, int(now_us), self.quiet_us]
-        result = self._decide(keys=keys(conversation_id), args=args)
-        action = result[0].decode()
-        at = int(result[1]) if len(result) > 1 else None
+        if pipe is not None:
+            self._decide(keys=keys(conversation_id), args=args, client=pipe)
+            return None
+        return self.decision(self._decide(keys=keys(conversation_id), args=args))
+
+    def decide_many(self, conversation_ids, now_us):
+        """`decide` for several conversations at one clock reading, in one round trip.
+
+        Returns {conversation_id: Decision}; raises the RedisError of the round trip.
+        """
+        with self.pipeline() as pipe:
+            for conversation_id in conversation_ids:
+                self.decide(conversation_id, now_us, pipe)
+            answers = pipe.execute()
+        return {c: self.decision(a) for c, a in zip(conversation_ids, answers, strict=True)}
+
+    @staticmethod
+    def decision(answer):
+        """The Decision of a DECIDE call's raw answer."""
+        action = answer[0].decode()
+        at = int(answer[1]) if len(answer) > 1 else None
         return Decision(action, at)
 
-    def ack(self, conversation_id, newest_us, now_us):
+    def ack(self, conversation_id, newest_us, now_us, pipe=None):
         """Forget arrivals up to `newest_us` (answered); return the newest arrival still
         buffered, if any, in which case a flush is armed for `now_us` (the caller schedules it).
+
+        With `pipe` (from `pipeline()`) the call is only queued, returns None, and
+        `remaining(answer)` reads its answer among the pipeline's results.
         """
         args = [self.key_ttl_ms, int(newest_us), int(now_us)]
-        newest = self._ack(keys=keys(conversation_id), args=args)
-        return None if newest is None else int(float(newest))
+        if pipe is not None:
+            self._ack(keys=keys(conversation_id), args=args, client=pipe)
+            return None
+        return self.remaining(self._ack(keys=keys(conversation_id), args=args))
+
+    @staticmethod
+    def remaining(answer):
+        """The newest arrival still buffered (us), or None, from an ACK call's raw answer."""
+        return None if answer is None else int(float(answer))
 
     def discard(self, conversation_id):
         """Drop a closed conversation's buffer."""

@@ -8,6 +8,7 @@ Two kinds, so `/metrics` is complete whatever the deployment:
   together with gauges taken from the database and the queues.
 """
 
+import collections
 import logging
 import os
 from dataclasses import dataclass
@@ -107,15 +108,32 @@ def record(client, names, lateness=None, notice=None):
     one round trip; never fails the work it describes."""
     try:
         with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hincrby(PIPELINE_KEY, name, 1)
-            if lateness is not None:
-                _observe(pipe, "lateness", LATENESS_BUCKETS, lateness)
-            if notice is not None:
-                pipe.publish(*notice)
+            queue(
+                pipe,
+                collections.Counter(names),
+                lateness=() if lateness is None else (lateness,),
+                notices=() if notice is None else (notice,),
+            )
             pipe.execute()
     except redis.exceptions.RedisError as exc:
         log.warning("metrics_write_failed", extra={"reason": str(exc)})
+
+
+def queue(pipe, counts, lateness=(), notices=()):
+    """Queue on a pipeline: additions to counters ({name: amount}), observations of reply
+    lateness (seconds; one HINCRBY per bucket hit, however many fall in it) and live notices
+    ((channel, text) pairs). The caller executes the pipeline and handles its errors."""
+    for name, amount in counts.items():
+        if amount:
+            pipe.hincrby(PIPELINE_KEY, name, amount)
+    if lateness:
+        buckets = collections.Counter(_bucket(LATENESS_BUCKETS, value) for value in lateness)
+        for bucket, amount in buckets.items():
+            pipe.hincrby(PIPELINE_KEY, f"lateness_le_{bucket}", amount)
+        pipe.hincrbyfloat(PIPELINE_KEY, "lateness_sum", sum(lateness))
+        pipe.hincrby(PIPELINE_KEY, "lateness_count", len(lateness))
+    for notice in notices:
+        pipe.publish(*notice)
 
 
 def record_call(client, calls, attempt, ended=None, latency=None, notice=None):
@@ -139,10 +157,14 @@ def record_call(client, calls, attempt, ended=None, latency=None, notice=None):
 
 def _observe(pipe, prefix, bounds, value):
     """Queue one observation of a histogram kept as `<prefix>_le_<bound>`, `_sum`, `_count`."""
-    bucket = next((b for b in bounds if value <= b), "inf")
-    pipe.hincrby(PIPELINE_KEY, f"{prefix}_le_{bucket}", 1)
+    pipe.hincrby(PIPELINE_KEY, f"{prefix}_le_{_bucket(bounds, value)}", 1)
     pipe.hincrbyfloat(PIPELINE_KEY, f"{prefix}_sum", value)
     pipe.hincrby(PIPELINE_KEY, f"{prefix}_count", 1)
+
+
+def _bucket(bounds, value):
+    """The upper bound of the histogram bucket `value` falls in ("inf" past the last)."""
+    return next((b for b in bounds if value <= b), "inf")
 
 
 def _histogram(raw, prefix, bounds):

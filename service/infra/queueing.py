@@ -261,7 +261,13 @@ class PreciseScheduler(Scheduler):
 
     def add_flush(self, entry, when):
         """Schedule a conversation's flush: just an entry in the schedule, no job record."""
-        self.connection.zadd(self.scheduled_jobs_key, {entry: when.timestamp()})
+        self.add_flushes({entry: when})
+
+    def add_flushes(self, entries):
+        """Schedule several flushes ({entry: aware datetime}) in one ZADD."""
+        if entries:
+            mapping = {entry: when.timestamp() for entry, when in entries.items()}
+            self.connection.zadd(self.scheduled_jobs_key, mapping)
 
     def enqueue_jobs(self):
         """Move due jobs to the queue; due flushes go in batches, one RQ job per batch.
@@ -453,7 +459,9 @@ def conversation_of(entry):
 
 
 def flush_now(conversation_ids, queue=None):
-    """Queue flushes of these conversations at once, FLUSH_BATCH to a job."""
+    """Queue flushes of these conversations (ids as text) at once, FLUSH_BATCH to a job."""
+    if not conversation_ids:
+        return
     queue = queue or get_queue()
     for start in range(0, len(conversation_ids), FLUSH_BATCH):
         batch = conversation_ids[start : start + FLUSH_BATCH]
@@ -462,10 +470,17 @@ def flush_now(conversation_ids, queue=None):
 
 def schedule_flush(conversation_id, due_us):
     """Flush the conversation's group at `due_us`, or at once when that has passed."""
-    if due_us <= clock.now_us():
-        flush_now([str(conversation_id)])
-    else:
-        get_scheduler().add_flush(flush_entry(conversation_id), _at(due_us))
+    schedule_flushes({conversation_id: due_us})
+
+
+def schedule_flushes(due):
+    """`schedule_flush` for several conversations ({conversation_id: due_us}): the ones due
+    already queued at once, FLUSH_BATCH to a job; the others scheduled in one ZADD."""
+    now = clock.now_us()
+    flush_now([str(c) for c, due_us in due.items() if due_us <= now])
+    later = {flush_entry(c): _at(due_us) for c, due_us in due.items() if due_us > now}
+    if later:
+        get_scheduler().add_flushes(later)
 
 
 def _wake_key(key):

@@ -14,11 +14,12 @@ about a third of the database's CPU. docs/benchmarks.md has the figures.
 """
 
 from sqlalchemy import Boolean, Integer, String, Text, Uuid, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from service.domain import generation
 from service.domain.delivery import PENDING
-from service.domain.rules import INBOUND, OPEN
+from service.domain.rules import INBOUND, OPEN, OUTBOUND
 from service.infra.models import UTCDateTime
 
 POSTGRESQL = "postgresql"
@@ -187,6 +188,68 @@ STORE_GENERATION = Statement(
     reply_id=Uuid,
     conversation_id=Uuid,
     created_at=UTCDateTime,
+)
+# The replies of many groups, of many conversations, written by one statement each
+# (service.pipeline.replies): PostgreSQL only (arrays, unnest). The parameters are parallel
+# lists, one item per row; the SQL is the same whatever their length, so it is compiled once.
+# Locked in id order, so two transactions locking overlapping sets never deadlock (PostgreSQL
+# locks the rows in the order the sort hands them up).
+LOCK_CONVERSATIONS = Statement(
+    "SELECT id, status FROM conversations WHERE id = ANY(:ids) ORDER BY id FOR UPDATE",
+    ids=ARRAY(Uuid),
+)
+SELECT_UNANSWERED_OF = Statement(
+    "SELECT conversation_id, id, received_at FROM messages"
+    f" WHERE conversation_id = ANY(:conversation_ids) AND type = '{INBOUND}'"
+    " AND reply_id IS NULL ORDER BY conversation_id, received_at, id",
+    conversation_ids=ARRAY(Uuid),
+)
+STORE_REPLIES = Statement(
+    f"INSERT INTO messages ({MESSAGE_COLUMNS})"
+    f" SELECT u.id, u.conversation_id, '{OUTBOUND}', u.content, u.at, u.at, true"
+    " FROM unnest(:ids, :conversation_ids, :contents, :moments)"
+    " AS u(id, conversation_id, content, at)",
+    ids=ARRAY(Uuid),
+    conversation_ids=ARRAY(Uuid),
+    contents=ARRAY(Text),
+    moments=ARRAY(UTCDateTime),
+)
+LINK_REPLIES = Statement(
+    "UPDATE messages m SET reply_id = u.reply FROM unnest(:ids, :replies) AS u(id, reply)"
+    " WHERE m.id = u.id",
+    ids=ARRAY(Uuid),
+    replies=ARRAY(Uuid),
+)
+TOUCH_CONVERSATIONS = Statement(
+    "UPDATE conversations c SET updated_at = u.at FROM unnest(:ids, :moments) AS u(id, at)"
+    " WHERE c.id = u.id",
+    ids=ARRAY(Uuid),
+    moments=ARRAY(UTCDateTime),
+)
+
+
+def _one_row_per_reply(table, columns, values):
+    """An INSERT into `table` of one row per reply, from the parallel lists `reply_ids`,
+    `conversation_ids` and `moments` (`u.at` in `values`)."""
+    return Statement(
+        f"INSERT INTO {table} (reply_id, conversation_id, {columns})"
+        f" SELECT u.reply_id, u.conversation_id, {values}"
+        " FROM unnest(:reply_ids, :conversation_ids, :moments) AS u(reply_id, conversation_id, at)",
+        reply_ids=ARRAY(Uuid),
+        conversation_ids=ARRAY(Uuid),
+        moments=ARRAY(UTCDateTime),
+    )
+
+
+STORE_DELIVERIES = _one_row_per_reply(
+    "deliveries",
+    "status, attempts, created_at, retry_from, next_attempt_at",
+    f"'{PENDING}', 0, u.at, u.at, u.at",
+)
+STORE_GENERATIONS = _one_row_per_reply(
+    "generations",
+    "status, attempts, created_at, next_attempt_at",
+    f"'{generation.PENDING}', 0, u.at, u.at",
 )
 # A delivery attempt's result (service.pipeline.deliveries), fenced on the claim: only while
 # the row is still pending with the attempt number the pass claimed. Runs once per attempt, and

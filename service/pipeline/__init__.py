@@ -2,7 +2,8 @@
 
 - `intake`: a NEW_MESSAGE (accept it into its group, or hold it);
 - `lifecycle`: NEW_CONVERSATION and CLOSE_CONVERSATION;
-- `replies`: flush_group (answer a quiet group) and reconcile_groups (rebuild the buffer);
+- `replies`: flush_group (answer a quiet group), flush_groups (a scheduler poll's batch of
+  them, in one transaction) and reconcile_groups (rebuild the buffer);
 - `holds`: messages that came before their conversation (hold, join, expire, prune);
 - `groups`: what every trigger shares: buffering arrivals and arming the group's flush;
 - `queries`: reads for the API, the CLI and the operators' endpoints.

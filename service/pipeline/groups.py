@@ -71,10 +71,17 @@ def schedule_flush(conversation_id, due_us):
     Called after the commit: if Redis fails now, the message is already safe in the
     database and `reconcile_groups` will arm its group, so the caller is not failed.
     """
+    schedule_flushes({conversation_id: due_us})
+
+
+def schedule_flushes(due):
+    """`schedule_flush` for several conversations ({conversation_id: due_us}), in one or two
+    Redis calls; never fails the caller either."""
     try:
-        queueing.schedule_flush(conversation_id, due_us)
+        queueing.schedule_flushes(due)
     except redis.exceptions.RedisError as exc:
-        log.error(
-            "flush_group_schedule_failed",
-            extra={"conversation_id": str(conversation_id), "reason": str(exc)},
-        )
+        for conversation_id in due:
+            log.error(
+                "flush_group_schedule_failed",
+                extra={"conversation_id": str(conversation_id), "reason": str(exc)},
+            )

@@ -52,7 +52,7 @@ def close_conversation(conversation_id):
     # Read after the lock, which waited for every message being accepted: the replies and
     # the close are recorded after the messages they answer.
     now = clock.now_us()
-    answers = answer_groups(conversation_id, now, final=True)
+    answers = answer_groups([conversation_id], now, final=True)[conversation_id]
     db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
