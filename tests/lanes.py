@@ -27,17 +27,27 @@ SECOND_FAULT_LANE = {
     "test_graceful_reload_under_load",  # reload_web
     "test_scenario_9_a_graceful_reload_keeps_the_metrics",
 }
+# Tests that touch neither test database (each starts what it needs), by path prefix: they
+# join the second fault lane, to even out the lanes.
+SELF_CONTAINED = (
+    "tests/unit/",
+    "tests/faults/test_checker.py",
+    "tests/integration/test_receiver.py",
+    "tests/integration/test_run_script.py",
+)
 # The fault lanes' checks bound lateness (1 s outside a fault); the other lane's timing tests
 # only bound what a busy machine still meets, so it yields the CPU to them.
 NICENESS = {FAULT_LANES[0]: -10, FAULT_LANES[1]: -10, OTHER_LANE: 10}
 
 
 def lane_of(nodeid):
-    """The lane of a test by its node id: the fault suite's stage tests (tests/faults, but for
-    the checker's unit tests) split in two, everything else in one."""
+    """The lane of a test by its node id: the fault suite's stage tests split in two, with
+    the self-contained tests in the second; everything else in one."""
     path, _, name = nodeid.partition("::")
     module = path.rsplit("/", 1)[-1]
-    if not path.startswith("tests/faults/") or module == "test_checker.py":
+    if path.startswith(SELF_CONTAINED):
+        return FAULT_LANES[1]
+    if not path.startswith("tests/faults/"):
         return OTHER_LANE
     test = name.split("[", 1)[0]
     return FAULT_LANES[1] if {module, test} & SECOND_FAULT_LANE else FAULT_LANES[0]

@@ -2,7 +2,9 @@
 that dies by itself is a failure, and the web listens on the loopback interface by default.
 
 Each run is a real scripts/run.sh in a session of its own (so a signal to its process group is
-what Ctrl-C in a terminal sends), on SQLite in a temporary directory and the test Redis.
+what Ctrl-C in a terminal sends), on SQLite in a temporary directory and a Redis server of the
+test's own: these tests touch neither test database, so `make test` runs them in a fault lane
+(tests/lanes.py).
 """
 
 import os
@@ -13,7 +15,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import TEST_REDIS_URL
 from tests.helpers import close_conversation, new_conversation, new_id, new_message, wait_for
 from tests.stack import ROOT, children_of, free_port, stack_env
 
@@ -35,7 +36,7 @@ def _group_alive(pgid):
 
 
 @pytest.fixture
-def run_script(tmp_path, redis_conn):
+def run_script(tmp_path, private_redis):
     """Start scripts/run.sh, with these variables added to the environment; returns (process,
     base URL, log path). Everything it started is killed afterwards, whatever the test did."""
     started = []
@@ -43,7 +44,7 @@ def run_script(tmp_path, redis_conn):
     def start(**extra):
         env = stack_env(
             f"sqlite:///{tmp_path / 'run.db'}",
-            TEST_REDIS_URL,
+            private_redis.url,
             strip=("API_TOKEN", "REPLY_", "DELIVERY_", "DEMO_RECEIVER"),
         )
         env |= extra
