@@ -212,6 +212,7 @@ class LoadRunner:
         self.groups: list[Group] = []
         self.created: list[str] = []
         self.skipped = 0
+        self.read_failures = 0  # conversations the last poll for replies could not read
         self._lock = threading.Lock()
         self._idle: list[tuple[float, str]] = []  # (ready at, conversation id), a heap
         self._pending: list[tuple[float, int, Callable[[], None]]] = []  # main thread only
@@ -224,8 +225,9 @@ class LoadRunner:
         ``{"config", "sustainable_rate", "conversations": {"requested", "created"}, "groups":
         {"sent", "skipped", "all_messages_rejected", "answered_once", "unanswered",
         "answered_more_than_once", "mismatched_ids"}, "replies_seen", "foreign_reply_ids",
-        "reply_lateness_s": summary, "ingest_latency_ms": summary, "requests": {"total",
-        "per_second", "by_status"}}`` where a summary is :func:`summarize`'s dict.
+        "conversation_reads_failed", "reply_lateness_s": summary, "ingest_latency_ms": summary,
+        "requests": {"total", "per_second", "by_status"}}`` where a summary is
+        :func:`summarize`'s dict.
         """
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="load") as executor:
             self._executor = executor
@@ -275,8 +277,13 @@ class LoadRunner:
         settle_at = last + GROUP_QUIET_SECONDS + self.config.margin
         deadline_at = last + GROUP_QUIET_SECONDS + self.config.reply_wait
         conv_ids = sorted({g.conversation_id for g in expected})
+        # A conversation whose last read failed keeps its previous one: replies only ever
+        # accumulate, and a failed read must not count its groups as unanswered.
+        conversations: dict[str, Json] = {}
         while True:
-            conversations = self._fetch_conversations(conv_ids)
+            fetched = self._fetch_conversations(conv_ids)
+            self.read_failures = len(conv_ids) - len(fetched)
+            conversations.update(fetched)
             analysis = analyze_groups(self.groups, conversations)
             now = time.time()
             if now >= deadline_at or (analysis.count(lambda n: n == 0) == 0 and now >= settle_at):
@@ -352,6 +359,7 @@ class LoadRunner:
             },
             "replies_seen": analysis.replies_seen,
             "foreign_reply_ids": analysis.foreign_ids,
+            "conversation_reads_failed": self.read_failures,
             "reply_lateness_s": summarize(analysis.lateness),
             "ingest_latency_ms": summarize(self.stats.latencies, (50, 99), scale=1000),
             "requests": {
