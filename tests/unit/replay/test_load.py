@@ -99,6 +99,41 @@ def test_load_runner_against_fake(
     assert load_report_ok(report) and "PASS" in render_load_report(report)
 
 
+def test_a_failed_read_keeps_the_previous_one(
+    fake: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation whose last read for replies failed (a 503, a timeout) keeps its earlier
+    read: its groups were answered, and the report says a read failed."""
+    monkeypatch.setattr(load, "GROUP_QUIET_SECONDS", 0.05)
+    fetch = LoadRunner._fetch_conversations
+    calls = []
+
+    def flaky(self, conv_ids):
+        fetched = fetch(self, conv_ids)
+        calls.append(len(fetched))
+        if len(calls) > 1:  # every read after the first loses one conversation
+            fetched.pop(sorted(fetched)[0], None)
+        return fetched
+
+    monkeypatch.setattr(LoadRunner, "_fetch_conversations", flaky)
+    config = LoadConfig(
+        rate=20,
+        conversations=2,
+        duration=0.1,
+        messages_per_group=1,
+        gap=0,
+        concurrency=4,
+        margin=0.3,
+        reply_wait=0.4,
+        poll_interval=0.05,
+    )
+    report = LoadRunner(ClientPool(lambda: Client(fake[0])), config).run()
+    assert len(calls) > 1
+    assert report["groups"]["unanswered"] == 0
+    assert report["groups"]["answered_once"] == report["groups"]["sent"] >= 1
+    assert report["conversation_reads_failed"] == 1
+
+
 def test_load_config_validation() -> None:
     errors = LoadConfig(rate=0, gap=5).validate()
     assert any("--rate" in e for e in errors) and any("--gap" in e for e in errors)
