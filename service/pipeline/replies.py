@@ -55,6 +55,10 @@ from service.pipeline.groups import add_to_group, quiet_us, reply_buffer, schedu
 
 log = logging.getLogger(__name__)
 
+# How long (ms) a batch of flushes waits for its conversations' row locks before it gives
+# them up and flushes them one by one: far above a message's lock hold (milliseconds), far
+# below the database read timeout.
+BATCH_LOCK_TIMEOUT_MS = 500
 # Conversations re-armed per reconcile_groups run at most; a longer backlog drains over later
 # runs.
 RECONCILE_BATCH = 1000
@@ -211,14 +215,17 @@ def answer_groups(conversation_ids, now, final=False, cutoff=None):
     first, not committed (see `write_answers`). Returns {conversation_id: [Answer, ...]},
     in group order (empty when nothing was due).
 
-    Groups close by `cutoff` (us; `now` when None), replies are stamped from `now` (us).
-    `final` answers the open groups too (a close).
+    Groups close by `cutoff` (us; `now` when None), replies are stamped from `now` (us):
+    only messages stamped by then count, so one stamped later cannot close a group by its gap
+    while a message stamped earlier still waits behind the lock. `final` answers every
+    message found (a close).
     """
     closing = now if cutoff is None else cutoff
-    answers = {
-        conversation_id: due_answers(arrivals, closing, final)
-        for conversation_id, arrivals in unanswered(conversation_ids).items()
-    }
+    answers = {}
+    for conversation_id, arrivals in unanswered(conversation_ids).items():
+        if not final:
+            arrivals = [pair for pair in arrivals if pair[1] <= closing]
+        answers[conversation_id] = due_answers(arrivals, closing, final)
     write_answers(answers, now)
     return answers
 
@@ -229,11 +236,18 @@ def answer_conversations(conversation_ids, cutoff):
     `answer_groups`. Groups close by `cutoff` (us, read before the locks: see flush_group).
     Closed and unknown conversations answer nothing. PostgreSQL only.
 
+    The locks are waited for BATCH_LOCK_TIMEOUT_MS at most: while the batch waits for one
+    row it holds the ones before it, and the intake of those conversations waits with it.
+    Past that, PostgreSQL gives up and releases them itself (a client-side timeout would
+    leave the backend waiting, locks held), and the caller flushes them one by one.
+
     Returns (now, {conversation_id: [Answer, ...]}), `now` (us) being the replies' stamp.
     Raises the database's error, rolled back.
     """
     try:
-        locked = LOCK_CONVERSATIONS.execute(db.session.connection(), ids=conversation_ids).all()
+        connection = db.session.connection()
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {BATCH_LOCK_TIMEOUT_MS}")
+        locked = LOCK_CONVERSATIONS.execute(connection, ids=conversation_ids).all()
         now = clock.now_us()
         open_ids = [conversation_id for conversation_id, status in locked if status == OPEN]
         answers = answer_groups(open_ids, now, cutoff=cutoff)

@@ -104,9 +104,11 @@ def test_a_batch_is_answered_in_one_transaction_with_its_exact_groups(
         results = jobs.flush_group(conversations)
     assert results == dict.fromkeys(conversations, "answered")
     assert calls["commits"] == 1
-    # Lock, read, replies, links, touches: the same five statements for 40 conversations.
-    assert len(calls["statements"]) == 5, calls["statements"]
-    assert "ORDER BY id FOR UPDATE" in calls["statements"][0]
+    # The lock timeout, lock, read, replies, links, touches: the same six statements for 40
+    # conversations.
+    assert len(calls["statements"]) == 6, calls["statements"]
+    assert calls["statements"][0].startswith("SET LOCAL lock_timeout")
+    assert "ORDER BY id FOR UPDATE" in calls["statements"][1]
     for conversation_id in conversations:
         groups = recorded_groups(conversation_id)
         assert answered_groups(client, conversation_id) == groups
@@ -183,7 +185,7 @@ def test_delivery_on_writes_each_reply_with_its_outbox_row(make_app, fake_clock,
     with app.app_context():
         client, conversations, calls = flush_a_batch(app, fake_clock)
         # The outbox rows in one statement more.
-        assert len(calls["statements"]) == 6
+        assert len(calls["statements"]) == 7
         written = [r for c in conversations for r in replies(client, c)]
         assert len(written) == 6 + 2
         rows = db.session.execute(select(Delivery)).scalars().all()
@@ -203,8 +205,8 @@ def test_generator_on_closes_each_group_once(make_app, fake_clock, redis_conn):
     with app.app_context():
         client, conversations, calls = flush_a_batch(app, fake_clock)
         # The generations rows instead of the replies.
-        assert len(calls["statements"]) == 5
-        assert "INSERT INTO generations" in calls["statements"][2]
+        assert len(calls["statements"]) == 6
+        assert "INSERT INTO generations" in calls["statements"][3]
         assert all(replies(client, c) == [] for c in conversations)
         closed = db.session.execute(select(Generation)).scalars().all()
         assert len(closed) == 6 + 2
@@ -359,3 +361,55 @@ def test_a_message_waiting_behind_the_flush_lock_joins_its_group(app, client, fa
     run_due_jobs()
     assert answered_groups(client, conversation_id) == [[first], [second, *late]]
     assert recorded_groups(conversation_id) == [[first], [second, *late]]
+
+
+def test_a_message_stamped_after_the_cutoff_does_not_close_a_group_by_its_gap(
+    app, client, fake_clock
+):
+    """Only messages stamped by the cutoff decide which groups are closed: one stamped after
+    it, visible already, must not close the group before it by its gap, since a message
+    stamped before the cutoff may still be waiting behind the lock to join that group."""
+    conversation_id = open_conversation(client)
+    first = send(client, conversation_id)
+    fake_clock.advance(6)
+    send(client, conversation_id)  # [second]
+    cutoff = fake_clock() + 5_000_000 - 2_000  # [second] is 2 ms short of its quiet window
+    fake_clock.advance(5.0001)
+    send(client, conversation_id)  # stamped after the cutoff, 5 s after [second]
+    answers = reply_pipeline.answer_groups(
+        [uuid.UUID(conversation_id)], fake_clock(), cutoff=cutoff
+    )
+    db.session.rollback()
+    assert [a.message_ids for a in answers[uuid.UUID(conversation_id)]] == [[uuid.UUID(first)]]
+
+
+def test_a_batch_gives_up_a_lock_held_too_long_and_answers_the_others(app, client, fake_clock):
+    """A batch waiting on one conversation's row holds the rows locked before it; past
+    BATCH_LOCK_TIMEOUT_MS it releases them and flushes one by one, so the others are answered
+    while that one is still locked."""
+    stuck, other = sorted([open_conversation(client), open_conversation(client)])
+    groups = {c: send(client, c) for c in (stuck, other)}
+    fake_clock.advance(5.5)
+    blocker = db.engine.connect()
+    blocker.execute(
+        text("SELECT 1 FROM conversations WHERE id = :id FOR UPDATE"), {"id": uuid.UUID(stuck)}
+    )
+    results = []
+
+    def flush_it():
+        with app.app_context():
+            results.append(jobs.flush_group([other, stuck]))
+
+    flusher = threading.Thread(target=flush_it)
+    flusher.start()
+    try:
+        # [stuck] sorts first, so the batch waits on it; without the timeout [other] would
+        # wait for it too.
+        wait_for(lambda: answered_groups(client, other) == [[groups[other]]], timeout=10)
+        assert answered_groups(client, stuck) == []
+    finally:
+        blocker.commit()
+        blocker.close()
+        flusher.join()
+    assert results == [{other: "answered", stuck: "answered"}]
+    assert answered_groups(client, stuck) == [[groups[stuck]]]
