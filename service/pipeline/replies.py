@@ -418,8 +418,11 @@ def settle(answered, now, counts=()):
     or delivery pass once.
 
     `answered`: {conversation_id: (the decision's newest arrival in us, [Answer, ...])};
-    `now`: the replies' stamp (us). Returns {conversation_id: "answered" or "nothing"}.
-    Raises Redis's error of the acknowledgements (the metrics and notices never fail it).
+    `now`: the replies' stamp (us). Returns {conversation_id: "answered", "nothing" or
+    "failed"}, "failed" when that conversation's acknowledgement failed (logged
+    flush_group_failed; its next flush finds nothing left to answer). Raises Redis's error
+    when every acknowledgement failed (the metrics and notices never fail it). The passes are
+    woken whatever Redis answered: the replies are committed.
     """
     buffer = reply_buffer()
     counts = collections.Counter(counts)
@@ -441,23 +444,36 @@ def settle(answered, now, counts=()):
             )
         counts["replies_quiet"] += len(answers)
         results[conversation_id] = "answered" if answers else "nothing"
-    with buffer.pipeline() as pipe:
-        for conversation_id, (decided_us, answers) in answered.items():
-            newest = max([decided_us, *(answer.newest_us for answer in answers)])
-            buffer.ack(conversation_id, newest, now, pipe)
-        metrics.queue(pipe, counts, lateness, notices)
-        replies = pipe.execute(raise_on_error=False)
-    acks = replies[: len(answered)]
-    for failed in (r for r in acks if isinstance(r, Exception)):
-        raise failed
+    written = [answer for _, answers in answered.values() for answer in answers]
+    try:
+        with buffer.pipeline() as pipe:
+            for conversation_id, (decided_us, answers) in answered.items():
+                newest = max([decided_us, *(answer.newest_us for answer in answers)])
+                buffer.ack(conversation_id, newest, now, pipe)
+            metrics.queue(pipe, counts, lateness, notices)
+            replies = pipe.execute(raise_on_error=False)
+    except redis.exceptions.RedisError:
+        wake_passes(written)
+        raise
+    acks = dict(zip(answered, replies[: len(answered)], strict=True))
+    failed = {c: r for c, r in acks.items() if isinstance(r, Exception)}
+    if failed and len(failed) == len(acks):
+        wake_passes(written)
+        raise next(iter(failed.values()))
+    for conversation_id, exc in failed.items():
+        log.error(
+            "flush_group_failed",
+            extra={"conversation_id": str(conversation_id), "reason": str(exc)},
+        )
+        results[conversation_id] = "failed"
     if any(isinstance(r, Exception) for r in replies[len(answered) :]):
         log.warning("metrics_write_failed", extra={"reason": "pipeline command failed"})
     # Messages came in while these groups were being answered: look again at once, and the
     # decision will wait for their own quiet window.
-    again = [c for c, r in zip(answered, acks, strict=True) if buffer.remaining(r) is not None]
+    again = [c for c, r in acks.items() if c not in failed and buffer.remaining(r) is not None]
     if again:
         schedule_flushes(dict.fromkeys(again, now))
-    wake_passes([answer for _, answers in answered.values() for answer in answers])
+    wake_passes(written)
     return results
 
 

@@ -13,6 +13,7 @@ from service import jobs
 from service.domain.clock import to_us
 from service.domain.rules import INBOUND, reply_id, split_groups
 from service.extensions import db
+from service.infra.buffer import keys
 from service.infra.models import Delivery, Generation, Message
 from service.infra.queueing import DELIVERIES, GENERATIONS, get_queue, get_scheduler
 from service.pipeline import replies as reply_pipeline
@@ -413,3 +414,28 @@ def test_a_batch_gives_up_a_lock_held_too_long_and_answers_the_others(app, clien
         flusher.join()
     assert results == [{other: "answered", stuck: "answered"}]
     assert answered_groups(client, stuck) == [[groups[stuck]]]
+
+
+def test_one_failed_acknowledgement_fails_that_conversation_only(
+    app, client, fake_clock, redis_conn, monkeypatch
+):
+    """Answered and committed, one conversation's ACK fails (its buffer key broken between
+    the commit and the ACK): it alone is reported failed; the others are acknowledged."""
+    conversations = prepare(client, fake_clock, 4)
+    broken = uuid.UUID(conversations[1])
+    answer = reply_pipeline.answer_conversations
+
+    def then_break_one(*args, **kwargs):
+        done = answer(*args, **kwargs)
+        redis_conn.set(keys(broken)[0], "not a sorted set")
+        return done
+
+    monkeypatch.setattr(reply_pipeline, "answer_conversations", then_break_one)
+    results = reply_pipeline.flush_groups(conversations)
+    assert results == {c: "failed" if c == str(broken) else "answered" for c in conversations}
+    for conversation_id in conversations:
+        assert len(replies(client, conversation_id)) == (
+            2 if conversation_id in conversations[::3] else 1
+        )
+        if conversation_id != str(broken):
+            assert redis_conn.exists(*keys(conversation_id)) == 0
