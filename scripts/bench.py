@@ -6,7 +6,9 @@ on a dedicated PostgreSQL database and Redis index, then:
   1. ingest: wrk posts NEW_MESSAGE events to existing conversations over 16 connections,
      and the CPU each part of the stack spent per request meanwhile is read from /proc;
   2. replies: `python3 -m scripts.replay load` starts 100 new groups per second for a minute and
-     checks every group got exactly one reply, never early, and how late;
+     checks every group got exactly one reply, never early, and how late; the CPU each part
+     of the stack spent per accepted message over the phase (replies included) is printed
+     as `cpu ms per accepted message`;
   3. memory: RSS of every process of the stack, sampled during both phases; afterwards, the
      Redis buffer keys left over.
 
@@ -365,7 +367,12 @@ def main():
             report["ingest"] = ingest
             print("ingest:", json.dumps(ingest))
             time.sleep(8)  # let the ingest's own groups be answered before timing replies
+        meter = CpuMeter(stack)
         load = run_load(base, args.rate, args.load_seconds, args.load_conversations)
+        accepted = load["requests"]["by_status"].get("202", 0)
+        if accepted:
+            # Everything the stack spent to take the messages and answer their groups.
+            load["cpu_ms_per_message"] = meter.per_request_ms(accepted)
         report["replies"] = load
         print("replies:", json.dumps(load))
         deadline = time.monotonic() + 30
@@ -387,6 +394,8 @@ def main():
     print("summary:", json.dumps({k: v for k, v in report.items() if k != "replies"}))
     lat = report["replies"].get("reply_lateness_s", {})
     print("reply lateness:", json.dumps(lat))
+    if "cpu_ms_per_message" in report["replies"]:
+        print("cpu ms per accepted message:", json.dumps(report["replies"]["cpu_ms_per_message"]))
     print_targets(report)
 
 
