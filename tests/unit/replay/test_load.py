@@ -70,21 +70,25 @@ def test_analyze_groups_counts_answers_and_lateness() -> None:
     assert analysis.lateness == pytest.approx([0.5, 0.5], abs=0.002)
 
 
+def short_run(**settings) -> LoadConfig:
+    """A run of a fraction of a second against the fake service, groups of one message."""
+    defaults = {
+        "rate": 20,
+        "messages_per_group": 1,
+        "gap": 0,
+        "concurrency": 4,
+        "margin": 0.05,
+        "reply_wait": 0.3,
+        "poll_interval": 0.05,
+    }
+    return LoadConfig(**(defaults | settings))
+
+
 def test_load_runner_against_fake(
     fake: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(load, "GROUP_QUIET_SECONDS", 0.05)  # the fake replies instantly
-    config = LoadConfig(
-        rate=20,
-        conversations=3,
-        duration=0.15,
-        messages_per_group=1,
-        gap=0,
-        concurrency=4,
-        margin=0.05,
-        reply_wait=0.3,
-        poll_interval=0.05,
-    )
+    config = short_run(conversations=3, duration=0.15)
     assert config.validate() == []
     pool = ClientPool(lambda: Client(fake[0]))
     report = LoadRunner(pool, config).run()
@@ -116,17 +120,7 @@ def test_a_failed_read_keeps_the_previous_one(
         return fetched
 
     monkeypatch.setattr(LoadRunner, "_fetch_conversations", flaky)
-    config = LoadConfig(
-        rate=20,
-        conversations=2,
-        duration=0.1,
-        messages_per_group=1,
-        gap=0,
-        concurrency=4,
-        margin=0.3,
-        reply_wait=0.4,
-        poll_interval=0.05,
-    )
+    config = short_run(conversations=2, duration=0.1, margin=0.3, reply_wait=0.4)
     report = LoadRunner(ClientPool(lambda: Client(fake[0])), config).run()
     assert len(calls) > 1
     assert report["groups"]["unanswered"] == 0
