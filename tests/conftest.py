@@ -155,7 +155,7 @@ def fake_clock(monkeypatch):
 
 
 # --- lanes of `pytest -n` (make test; tests/lanes.py) --------------------------------
-_PRIORITY_SET = pytest.StashKey[bool]()
+_LANE = pytest.StashKey[str]()
 _FAULT_ROWS = pytest.StashKey[list]()
 
 
@@ -168,13 +168,17 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """On a worker of `pytest -n`, set its priority by the lane of its first test, before any
-    fixture starts a process."""
-    if hasattr(item.config, "workerinput") and _PRIORITY_SET not in item.config.stash:
-        from tests.lanes import set_priority
+    """On a worker of `pytest -n`, set its priority by the lane of the test when the lane
+    changes (with fewer workers than lanes one runs two), before any fixture starts a
+    process."""
+    if not hasattr(item.config, "workerinput"):
+        return
+    from tests.lanes import lane_of, set_priority
 
+    lane = lane_of(item.nodeid)
+    if item.config.stash.get(_LANE, None) != lane:
         set_priority(item.nodeid)
-        item.config.stash[_PRIORITY_SET] = True
+        item.config.stash[_LANE] = lane
 
 
 @pytest.hookimpl(optionalhook=True)

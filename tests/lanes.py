@@ -88,13 +88,15 @@ class LaneScheduling(LoadScopeScheduling):
         self.workqueue = OrderedDict()
         for index, nodeid in enumerate(self.collection):
             self.workqueue.setdefault(lane_of(nodeid), {})[index] = False
-        # No more workers than lanes.
+        # No more workers than lanes; with fewer (`-n 1`, `-n 2`), some run two lanes, one
+        # after the other.
         for _ in range(len(self.nodes) - len(self.workqueue)):
             unused, _ = self.assigned_work.popitem()
             unused.shutdown()
-        for node in self.nodes:
-            self._assign_work_unit(node)
-        for node in self.nodes:
+        nodes = self.nodes
+        for number in range(len(self.workqueue)):
+            self._assign_work_unit(nodes[number % len(nodes)])
+        for node in nodes:
             node.shutdown()
 
     def _assign_work_unit(self, node):
