@@ -127,11 +127,7 @@ def queue(pipe, counts, lateness=(), notices=()):
         if amount:
             pipe.hincrby(PIPELINE_KEY, name, amount)
     if lateness:
-        buckets = collections.Counter(_bucket(LATENESS_BUCKETS, value) for value in lateness)
-        for bucket, amount in buckets.items():
-            pipe.hincrby(PIPELINE_KEY, f"lateness_le_{bucket}", amount)
-        pipe.hincrbyfloat(PIPELINE_KEY, "lateness_sum", sum(lateness))
-        pipe.hincrby(PIPELINE_KEY, "lateness_count", len(lateness))
+        _observe(pipe, "lateness", LATENESS_BUCKETS, lateness)
     for notice in notices:
         pipe.publish(*notice)
 
@@ -147,7 +143,7 @@ def record_call(client, calls, attempt, ended=None, latency=None, notice=None):
             if ended is not None:
                 pipe.hincrby(PIPELINE_KEY, f"{calls.ended}_{ended}", 1)
             if latency is not None:
-                _observe(pipe, calls.latency, calls.latency_buckets, latency)
+                _observe(pipe, calls.latency, calls.latency_buckets, [latency])
             if notice is not None:
                 pipe.publish(*notice)
             pipe.execute()
@@ -155,16 +151,14 @@ def record_call(client, calls, attempt, ended=None, latency=None, notice=None):
         log.warning("metrics_write_failed", extra={"reason": str(exc)})
 
 
-def _observe(pipe, prefix, bounds, value):
-    """Queue one observation of a histogram kept as `<prefix>_le_<bound>`, `_sum`, `_count`."""
-    pipe.hincrby(PIPELINE_KEY, f"{prefix}_le_{_bucket(bounds, value)}", 1)
-    pipe.hincrbyfloat(PIPELINE_KEY, f"{prefix}_sum", value)
-    pipe.hincrby(PIPELINE_KEY, f"{prefix}_count", 1)
-
-
-def _bucket(bounds, value):
-    """The upper bound of the histogram bucket `value` falls in ("inf" past the last)."""
-    return next((b for b in bounds if value <= b), "inf")
+def _observe(pipe, prefix, bounds, values):
+    """Queue observations (a non-empty list) of a histogram kept as `<prefix>_le_<bound>`,
+    `_sum`, `_count`: one HINCRBY per bucket hit, however many fall in it."""
+    buckets = collections.Counter(next((b for b in bounds if v <= b), "inf") for v in values)
+    for bucket, amount in buckets.items():
+        pipe.hincrby(PIPELINE_KEY, f"{prefix}_le_{bucket}", amount)
+    pipe.hincrbyfloat(PIPELINE_KEY, f"{prefix}_sum", sum(values))
+    pipe.hincrby(PIPELINE_KEY, f"{prefix}_count", len(values))
 
 
 def _histogram(raw, prefix, bounds):

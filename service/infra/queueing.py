@@ -259,12 +259,9 @@ class PreciseScheduler(Scheduler):
             except REDIS_OUTAGES:
                 pass
 
-    def add_flush(self, entry, when):
-        """Schedule a conversation's flush: just an entry in the schedule, no job record."""
-        self.add_flushes({entry: when})
-
     def add_flushes(self, entries):
-        """Schedule several flushes ({entry: aware datetime}) in one ZADD."""
+        """Schedule conversations' flushes ({entry: aware datetime}) in one ZADD: just entries
+        in the schedule, no job records."""
         if entries:
             mapping = {entry: when.timestamp() for entry, when in entries.items()}
             self.connection.zadd(self.scheduled_jobs_key, mapping)
@@ -468,14 +465,9 @@ def flush_now(conversation_ids, queue=None):
         queue.enqueue(FLUSH_JOB, batch, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
 
 
-def schedule_flush(conversation_id, due_us):
-    """Flush the conversation's group at `due_us`, or at once when that has passed."""
-    schedule_flushes({conversation_id: due_us})
-
-
 def schedule_flushes(due):
-    """`schedule_flush` for several conversations ({conversation_id: due_us}): the ones due
-    already queued at once, FLUSH_BATCH to a job; the others scheduled in one ZADD."""
+    """Flush each conversation's group ({conversation_id: due_us}) at its due time: the ones
+    due already queued at once, FLUSH_BATCH to a job; the others scheduled in one ZADD."""
     now = clock.now_us()
     flush_now([str(c) for c, due_us in due.items() if due_us <= now])
     later = {flush_entry(c): _at(due_us) for c, due_us in due.items() if due_us > now}
