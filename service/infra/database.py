@@ -33,6 +33,7 @@ from service.infra.statements import (
     POSTGRESQL,
     PREPARE_OPTION,
     STORE_MESSAGE,
+    run_on_driver,
 )
 
 # libpq waits forever on a stalled network path unless told otherwise: bound the connect, and
@@ -144,7 +145,7 @@ class MessageTransaction:
         locked until the transaction ends, so a concurrent close or flush waits for it.
         """
         if self.postgresql:
-            return ACCEPT_MESSAGE.execute(self.connection, begin=True, **message).first()
+            return ACCEPT_MESSAGE.first_row(self.connection, begin=True, **message)
         row = ACCEPT_CHECK.execute(
             self.connection, message_id=message["id"], conversation_id=message["conversation_id"]
         ).first()
@@ -157,7 +158,8 @@ class MessageTransaction:
     def commit(self):
         """Make the stored message durable; raises the database's error if it cannot."""
         if self.postgresql:
-            self.connection.exec_driver_sql("COMMIT")  # the BEGIN was ours, so is the COMMIT
+            # The BEGIN was ours, so is the COMMIT, on the driver as the statement was.
+            run_on_driver(self.connection, "COMMIT").close()
         else:
             self.connection.commit()
 

@@ -79,6 +79,21 @@ class Statement:
         `begin` sends BEGIN in the same round trip, on an autocommit connection whose
         transactions the caller manages itself.
         """
+        sql, params = self._bind(connection, begin, params)
+        return connection.exec_driver_sql(sql, params)
+
+    def first_row(self, connection, begin=False, **params):
+        """`execute(...).first()` on the connection's DBAPI cursor (`run_on_driver`): a
+        tuple, or None when no row came back. For the message hot path on PostgreSQL."""
+        sql, params = self._bind(connection, begin, params)
+        cursor = run_on_driver(connection, sql, params)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def _bind(self, connection, begin, params):
+        """The SQL to send and its converted parameters, after a PREPARE if one is due."""
         sql, converters, order, server_side = self._prepare(connection.dialect)
         if server_side is not None and connection.get_execution_options().get(PREPARE_OPTION):
             prepare, sql = server_side
@@ -97,8 +112,40 @@ class Statement:
         if begin:
             sql = f"BEGIN; {sql}"
         if order is not None:
-            return connection.exec_driver_sql(sql, tuple(params[key] for key in order))
-        return connection.exec_driver_sql(sql, params)
+            return sql, tuple(params[key] for key in order)
+        return sql, params
+
+
+def run_on_driver(connection, sql, params=None):
+    """Run `sql` on the DBAPI cursor of SQLAlchemy Connection `connection`; returns the cursor
+    (the caller fetches and closes it).
+
+    SQLAlchemy's execution context and result objects cost about 30 µs of CPU a statement
+    here, a tenth of a message's path through the web (docs/benchmarks.md, "Ingest"), so the
+    hot path skips them. What it must keep is done the way Connection does it: a driver error
+    is raised as SQLAlchemy's DBAPIError subclass of the same name (OperationalError is a 503
+    in the API), and a disconnect invalidates the connection and replaces the engine's pool,
+    whose other connections went down with it.
+    """
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        dialect = connection.dialect
+        disconnect = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+        cursor.close()
+        if disconnect:
+            connection.invalidate(exc)
+            connection.engine.dispose(close=False)
+        raise DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=disconnect,
+            dialect=dialect,
+        ) from exc
+    return cursor
 
 
 # Statements of the hot paths: they run on every message and every flush, and SQLAlchemy's
