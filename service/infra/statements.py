@@ -73,13 +73,14 @@ class Statement:
         call = ", ".join(f"%({bind.key})s" for bind in self.binds)
         return f"PREPARE {self.name} ({types}) AS {body}", f"EXECUTE {self.name} ({call})"
 
-    def execute(self, connection, begin=False, **params):
+    def execute(self, connection, begin=False, prelude=None, **params):
         """Run on a SQLAlchemy Connection (a Session's: `db.session.connection()`).
 
         `begin` sends BEGIN in the same round trip, on an autocommit connection whose
-        transactions the caller manages itself.
+        transactions the caller manages itself; `prelude`, a fixed statement (no parameters,
+        no `%`), is sent before this one in the same round trip too (PostgreSQL).
         """
-        sql, params = self._bind(connection, begin, params)
+        sql, params = self._bind(connection, begin, params, prelude)
         return connection.exec_driver_sql(sql, params)
 
     def first_row(self, connection, begin=False, **params):
@@ -92,7 +93,7 @@ class Statement:
         finally:
             cursor.close()
 
-    def _bind(self, connection, begin, params):
+    def _bind(self, connection, begin, params, prelude=None):
         """The SQL to send and its converted parameters, after a PREPARE if one is due."""
         sql, converters, order, server_side = self._prepare(connection.dialect)
         if server_side is not None and connection.get_execution_options().get(PREPARE_OPTION):
@@ -109,6 +110,8 @@ class Statement:
                 prepared.add(self.name)
         for key, process in converters.items():
             params[key] = process(params[key])
+        if prelude:
+            sql = f"{prelude}; {sql}"
         if begin:
             sql = f"BEGIN; {sql}"
         if order is not None:

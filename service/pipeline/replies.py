@@ -246,8 +246,11 @@ def answer_conversations(conversation_ids, cutoff):
     """
     try:
         connection = db.session.connection()
-        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {BATCH_LOCK_TIMEOUT_MS}")
-        locked = LOCK_CONVERSATIONS.execute(connection, ids=conversation_ids).all()
+        locked = LOCK_CONVERSATIONS.execute(
+            connection,
+            prelude=f"SET LOCAL lock_timeout = {BATCH_LOCK_TIMEOUT_MS}",
+            ids=conversation_ids,
+        ).all()
         now = clock.now_us()
         open_ids = [conversation_id for conversation_id, status in locked if status == OPEN]
         answers = answer_groups(open_ids, now, cutoff=cutoff)

@@ -105,11 +105,11 @@ def test_a_batch_is_answered_in_one_transaction_with_its_exact_groups(
         results = jobs.flush_group(conversations)
     assert results == dict.fromkeys(conversations, "answered")
     assert calls["commits"] == 1
-    # The lock timeout, lock, read, replies, links, touches: the same six statements for 40
-    # conversations.
-    assert len(calls["statements"]) == 6, calls["statements"]
-    assert calls["statements"][0].startswith("SET LOCAL lock_timeout")
-    assert "ORDER BY id FOR UPDATE" in calls["statements"][1]
+    # The lock (its timeout set in the same round trip), read, replies, links, touches: the
+    # same five statements for 40 conversations.
+    assert len(calls["statements"]) == 5, calls["statements"]
+    assert calls["statements"][0].startswith("SET LOCAL lock_timeout = 500; SELECT")
+    assert "ORDER BY id FOR UPDATE" in calls["statements"][0]
     for conversation_id in conversations:
         groups = recorded_groups(conversation_id)
         assert answered_groups(client, conversation_id) == groups
@@ -186,7 +186,7 @@ def test_delivery_on_writes_each_reply_with_its_outbox_row(make_app, fake_clock,
     with app.app_context():
         client, conversations, calls = flush_a_batch(app, fake_clock)
         # The outbox rows in one statement more.
-        assert len(calls["statements"]) == 7
+        assert len(calls["statements"]) == 6
         written = [r for c in conversations for r in replies(client, c)]
         assert len(written) == 6 + 2
         rows = db.session.execute(select(Delivery)).scalars().all()
@@ -206,8 +206,8 @@ def test_generator_on_closes_each_group_once(make_app, fake_clock, redis_conn):
     with app.app_context():
         client, conversations, calls = flush_a_batch(app, fake_clock)
         # The generations rows instead of the replies.
-        assert len(calls["statements"]) == 6
-        assert "INSERT INTO generations" in calls["statements"][3]
+        assert len(calls["statements"]) == 5
+        assert "INSERT INTO generations" in calls["statements"][2]
         assert all(replies(client, c) == [] for c in conversations)
         closed = db.session.execute(select(Generation)).scalars().all()
         assert len(closed) == 6 + 2
