@@ -1,0 +1,269 @@
+"""Ingest of two checkouts against the floor app, side by side, fair to both.
+
+`../shared/bench/side_by_side.sh` compares one running service with the floor app. Comparing
+two versions of the service that way on this shared machine misleads: two identical
+checkouts run at once came out 9 % apart (0.472 and 0.515 of the floor), by where they sat
+in the rotation and which one's groups were still being answered during the next run. So
+this script runs both checkouts at once (each `scripts/run.sh`: web, worker and scheduler, on
+a PostgreSQL database and a Redis index of its own), and the floor app, in rounds of short
+`wrk -t2 -c16` runs in a shuffled order, then swaps the two checkouts' ports, databases and
+Redis indexes and does it again.
+
+Prints each run (requests/s, p99, the CPU its web processes spent per request, from /proc),
+then, per checkout and per assignment, the medians and the ratio of its requests/s to the
+floor's median in the same assignment, and the mean of the two assignments.
+
+    .venv/bin/python scripts/bench_ingest_ab.py ../wt/before .            # A, then B
+    .venv/bin/python scripts/bench_ingest_ab.py ../wt/before . --rounds 8 --seconds 10
+
+Needs wrk, PostgreSQL on 127.0.0.1:5432 (databases ingest_a, ingest_b and floorbench are
+dropped and created), Redis on 127.0.0.1:6379 (indexes 11 and 12 are flushed; the floor
+writes `buf:*` keys in index 0), and ../shared/bench. Both checkouts run with this
+checkout's .venv. About (2 x rounds x 3 x (seconds + 1)) seconds plus start-ups.
+"""
+
+import argparse
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+BENCH = HERE.parent / "shared" / "bench"
+VENV = HERE / ".venv"
+PG = "postgresql://postgres@127.0.0.1:5432"
+SLOTS = [(18700, "ingest_a", 11), (18701, "ingest_b", 12)]
+FLOOR_PORT = 18601
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", type=Path, help="first checkout")
+    parser.add_argument("b", type=Path, help="second checkout")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per assignment")
+    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
+    args = parser.parse_args()
+    a, b = args.a.resolve(), args.b.resolve()
+    names = {a: f"A:{a.name}", b: f"B:{b.name}"}
+    results = {}  # (assignment, name) -> [(rps, p99_ms, web_ms)]
+    floor = start_floor()
+    floor_pids = subprocess.run(
+        ["pgrep", "-s", str(floor.pid)], capture_output=True, text=True
+    ).stdout.split()
+    floor_convs = make_floor_conversations()
+    try:
+        for assignment, order in enumerate(((a, b), (b, a)), start=1):
+            first, second = (names[checkout] for checkout in order)
+            print(f"== assignment {assignment}: {first} on slot 1, {second} on slot 2")
+            services = [
+                start_service(checkout, *slot) for checkout, slot in zip(order, SLOTS, strict=True)
+            ]
+            try:
+                targets = [("floor", f"http://127.0.0.1:{FLOOR_PORT}/floor/", None, floor_convs)]
+                for checkout, (port, _, _) in zip(order, SLOTS, strict=True):
+                    url = f"http://127.0.0.1:{port}/webhook/"
+                    targets.append((names[checkout], url, checkout, make_conversations(port)))
+                for _ in range(args.rounds):
+                    random.shuffle(targets)
+                    for name, url, checkout, convs in targets:
+                        pids = web_pids(checkout) if checkout else floor_pids
+                        run = measure(url, convs, args.seconds, pids)
+                        results.setdefault((assignment, name), []).append(run)
+                        print(
+                            f"{name:24s} rps={run[0]:.0f} p99_ms={run[1]:.1f}"
+                            f" web_ms_per_request={run[2]:.3f}",
+                            flush=True,
+                        )
+            finally:
+                for service in services:
+                    stop(service)
+    finally:
+        stop(floor)
+    summarize(results, names)
+
+
+def summarize(results, names):
+    print(
+        "\n| checkout | assignment | median requests/s | ratio to floor | p99 ms | web CPU ms/req |"
+    )
+    print("|---|---|---|---|---|---|")
+    means = {}
+    for (assignment, name), runs in sorted(results.items()):
+        rps = statistics.median(r[0] for r in runs)
+        floor = statistics.median(r[0] for r in results[(assignment, "floor")])
+        ratio = rps / floor
+        if name != "floor":
+            means.setdefault(name, []).append(ratio)
+        p99 = statistics.median(r[1] for r in runs)
+        web = statistics.median(r[2] for r in runs)
+        print(f"| {name} | {assignment} | {rps:.0f} | {ratio:.3f} | {p99:.1f} | {web:.3f} |")
+    for name in names.values():
+        mean = statistics.mean(means[name])
+        print(f"{name}: mean ratio to the floor over both assignments {mean:.3f}")
+
+
+def start_floor():
+    psql("drop database if exists floorbench with (force)", "create database floorbench")
+    psql(
+        "create table m(id uuid primary key, conversation_id uuid not null,"
+        " content text not null, received_at timestamptz default now())",
+        database="floorbench",
+    )
+    process = subprocess.Popen(
+        [
+            VENV / "bin" / "gunicorn",
+            "-k",
+            "gthread",
+            "-w",
+            "2",
+            "--threads",
+            "8",
+            "-b",
+            f"127.0.0.1:{FLOOR_PORT}",
+            "--no-control-socket",
+            "floor_app:app",
+        ],
+        cwd=BENCH,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for(FLOOR_PORT, "/hello/", post=True)
+    return process
+
+
+def start_service(checkout, port, database, redis_index):
+    psql(f"drop database if exists {database} with (force)", f"create database {database}")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{PG}/{database}",
+        "REDIS_URL": f"redis://127.0.0.1:6379/{redis_index}",
+        "LOG_LEVEL": "WARNING",
+        "PORT": str(port),
+        "VENV": str(VENV),
+        "FLASK_APP": "wsgi",
+    }
+    subprocess.run(
+        ["redis-cli", "-n", str(redis_index), "flushdb"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [VENV / "bin" / "flask", "db", "upgrade"],
+        cwd=checkout,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        ["bash", "scripts/run.sh"],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for(port, "/healthz")
+    return process
+
+
+def wait_for(port, path, post=False, timeout=60):
+    body = ["-H", "Content-Type: application/json", "-d", "{}"] if post else []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                *body,
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
+        if status.startswith("2"):
+            return
+        time.sleep(0.3)
+    sys.exit(f"nothing answered on port {port} within {timeout} s")
+
+
+def make_conversations(port):
+    path = f"/tmp/bench-ingest-ab-{port}.txt"
+    subprocess.run(
+        [sys.executable, BENCH / "mkconvs.py", f"http://127.0.0.1:{port}", "200", path],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def make_floor_conversations():
+    path = "/tmp/bench-ingest-ab-floor.txt"
+    Path(path).write_text("".join(f"{uuid.uuid4()}\n" for _ in range(200)))
+    return path
+
+
+def web_pids(checkout):
+    """The gunicorn processes (master and workers) running in `checkout`."""
+    found = subprocess.run(
+        ["pgrep", "-f", "gunicorn -c gunicorn.conf.py"], capture_output=True, text=True
+    ).stdout.split()
+    return [p for p in found if os.path.realpath(f"/proc/{p}/cwd") == str(checkout)]
+
+
+def cpu_ms(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url, convs, seconds, pids):
+    """(requests/s, p99 ms, web CPU ms per request) of one wrk run."""
+    before = cpu_ms(pids)
+    out = subprocess.run(
+        ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", BENCH / "ingest.lua", url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONVS": convs},
+    ).stdout
+    spent = cpu_ms(pids) - before
+    figures = dict(kv.split("=") for kv in re.search(r"p50_ms=.*", out).group(0).split())
+    rps = float(figures["rps"])
+    return rps, float(figures["p99_ms"]), spent / max(rps * seconds, 1)
+
+
+def psql(*commands, database="postgres"):
+    for command in commands:
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qc", command],
+            check=True,
+            capture_output=True,
+        )
+
+
+def stop(process):
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()
