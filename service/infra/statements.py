@@ -80,6 +80,8 @@ class Statement:
         transactions the caller manages itself; `prelude`, a fixed statement (no parameters,
         no `%`), is sent before this one in the same round trip too (PostgreSQL).
         """
+        if prelude and ("%" in prelude or connection.dialect.name != POSTGRESQL):
+            raise ValueError("a prelude is a fixed PostgreSQL statement without '%'")
         sql, params = self._bind(connection, begin, params, prelude)
         return connection.exec_driver_sql(sql, params)
 
@@ -125,26 +127,45 @@ def run_on_driver(connection, sql, params=None):
 
     SQLAlchemy's execution context and result objects cost about 30 µs of CPU a statement
     here, a tenth of a message's path through the web (docs/benchmarks.md, "Ingest"), so the
-    hot path skips them. What it must keep is done the way Connection does it: a driver error
-    is raised as SQLAlchemy's DBAPIError subclass of the same name (OperationalError is a 503
-    in the API), and a disconnect invalidates the connection and replaces the engine's pool,
-    whose other connections went down with it.
+    hot path skips them. What it must keep is done the way Connection does it
+    (`Connection._handle_dbapi_exception`): a driver error is raised as SQLAlchemy's
+    DBAPIError subclass of the same name (OperationalError is a 503 in the API); a disconnect
+    invalidates the connection and has the pool recycle every connection older than it at its
+    next checkout (they went down with it); an interrupt (a BaseException that is not an
+    Exception) discards the connection, which it left in the middle of the protocol.
     """
-    cursor = connection.connection.cursor()
+    proxied = connection.connection
+    cursor = proxied.cursor()
     try:
         cursor.execute(sql, params)
-    except connection.dialect.loaded_dbapi.Error as exc:
+    except BaseException as exc:
         dialect = connection.dialect
-        disconnect = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
-        cursor.close()
+        dbapi_error = isinstance(exc, dialect.loaded_dbapi.Error)
+        # As Connection._handle_dbapi_exception: an interrupt (not an Exception) leaves the
+        # connection mid-protocol, so it is discarded, without invalidating the pool.
+        interrupted = not isinstance(exc, Exception)
+        disconnect = interrupted or (dbapi_error and dialect.is_disconnect(exc, proxied, cursor))
+        try:
+            cursor.close()
+        except Exception:
+            pass
         if disconnect:
+            if not interrupted:
+                # What Connection itself calls (private, unchanged since SQLAlchemy 1.4):
+                # connections older than this one are recycled at their next checkout, and
+                # a second error of the same outage (an older connection) changes nothing.
+                # Replacing the pool instead left the old one's healthy connections open
+                # and dropped the ones opened since (docs/decisions.md).
+                connection.engine.pool._invalidate(proxied, exc, _checkin=False)
             connection.invalidate(exc)
-            connection.engine.dispose(close=False)
+        if not dbapi_error:
+            raise
         raise DBAPIError.instance(
             sql,
             params,
             exc,
             dialect.loaded_dbapi.Error,
+            hide_parameters=connection.engine.hide_parameters,
             connection_invalidated=disconnect,
             dialect=dialect,
         ) from exc

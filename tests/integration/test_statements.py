@@ -1,12 +1,18 @@
 """Prepared statements and the autocommit engine of the message hot path, on PostgreSQL."""
 
+import gc
+import logging
+import select
+import time
+
 import pytest
 import sqlalchemy.exc
+from psycopg2 import extensions
 from sqlalchemy import text
 
 from service.extensions import db
 from service.infra.database import autocommit_engine
-from service.infra.statements import run_on_driver
+from service.infra.statements import LOCK_CONVERSATIONS, run_on_driver
 from tests.helpers import new_id, new_message, open_conversation, post
 
 
@@ -92,7 +98,7 @@ def test_a_driver_error_on_the_hot_path_is_sqlalchemys_and_leaves_the_connection
 
 def test_a_connection_dropped_under_the_hot_path_is_a_503_then_replaced(make_app):
     """A database restart kills pooled connections: the message on one of them gets a 503
-    with nothing stored, the pool is replaced, and the retry is accepted."""
+    with nothing stored, the pool's connections are recycled, and the retry is accepted."""
     app = make_app(DB_PING_IDLE_SECONDS=3600)  # so only the statement meets the dead link
     with app.app_context():
         client = app.test_client()
@@ -102,15 +108,135 @@ def test_a_connection_dropped_under_the_hot_path_is_a_503_then_replaced(make_app
         pool = engine.pool
         with engine.connect() as connection:
             backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        with db.engine.connect() as other:
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        terminate(backend)
 
         message_id = new_id()
         response = client.post("/webhook/", json=new_message(message_id, conversation_id))
         assert response.status_code == 503, response.get_json()
-        assert engine.pool is not pool
+        # The pool stays; its connections older than the error are recycled at checkout.
+        assert engine.pool is pool and pool._invalidate_time > 0
         post(client, new_message(message_id, conversation_id), 202)
         stored = db.session.execute(
             text("SELECT count(*) FROM messages WHERE id = :id"), {"id": message_id}
         ).scalar_one()
         assert stored == 1
+
+
+def backend_pid(connection):
+    return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+
+def live_backends(pids):
+    with db.engine.connect() as other:
+        rows = other.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:pids)"), {"pids": list(pids)}
+        )
+        return {row[0] for row in rows}
+
+
+def terminate(*pids):
+    """End these backends of the test database, and wait until they are gone."""
+    with db.engine.connect() as other:
+        other.execute(
+            text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) pid"), {"pids": list(pids)}
+        )
+    deadline = time.monotonic() + 5
+    while live_backends(pids):
+        assert time.monotonic() < deadline, f"backends {pids} still alive"
+
+
+@pytest.fixture
+def no_gc():
+    """A pool dropped with its connections is only closed by the cyclic collector: keep the
+    collector from hiding it."""
+    gc.disable()
+    yield
+    gc.enable()
+    gc.collect()
+
+
+def test_one_dropped_connection_leaves_no_healthy_one_open_outside_the_pool(app, no_gc):
+    """One backend ends (pg_terminate_backend, idle_session_timeout, a call past
+    DB_READ_TIMEOUT_SECONDS): the pool's other connections are recycled at their next
+    checkout, none left open outside it."""
+    engine = autocommit_engine()
+    engine.dispose()
+    connections = [engine.connect() for _ in range(5)]
+    pids = [backend_pid(c) for c in connections]
+    for connection in connections:
+        connection.close()
+    terminate(pids[0])
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        for _ in range(5):
+            with engine.connect() as connection:
+                run_on_driver(connection, "SELECT 1").close()
+    connections = [engine.connect() for _ in range(5)]  # traffic goes on, five at once
+    for connection in connections:
+        run_on_driver(connection, "SELECT 1").close()
+    for connection in connections:
+        connection.close()
+    assert live_backends(pids) == set()
+
+
+def test_a_second_disconnect_of_the_same_outage_keeps_the_new_connections(app, no_gc):
+    """Two threads held a connection each when the database restarted: the second error,
+    on a connection older than the first's, does not drop what was opened in between."""
+    engine = autocommit_engine()
+    engine.dispose()
+    first, second = engine.connect(), engine.connect()
+    terminate(backend_pid(first), backend_pid(second))
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        run_on_driver(first, "SELECT 1")
+    first.close()
+    with engine.connect() as fresh:  # another thread, after the first error
+        fresh_pid = backend_pid(fresh)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        run_on_driver(second, "SELECT 1")
+    second.close()
+    with engine.connect() as again:
+        assert backend_pid(again) == fresh_pid
+
+
+class Interrupt(BaseException):
+    """What a gevent timeout or a KeyboardInterrupt looks like out of a wait callback."""
+
+
+def test_an_interrupt_mid_statement_discards_the_connection_quietly(app, caplog):
+    """psycopg2 closes a connection interrupted mid-call; it is invalidated, not handed back
+    to the pool to fail its reset with an ERROR and a traceback."""
+    engine = autocommit_engine()
+    armed = []
+
+    def wait(conn):
+        while True:
+            state = conn.poll()
+            if state == extensions.POLL_OK:
+                return
+            if state == extensions.POLL_READ and armed:
+                armed.clear()
+                raise Interrupt()
+            if state == extensions.POLL_READ:
+                select.select([conn.fileno()], [], [])
+            else:
+                select.select([], [conn.fileno()], [])
+
+    previous = extensions.get_wait_callback()
+    extensions.set_wait_callback(wait)
+    try:
+        with caplog.at_level(logging.ERROR):
+            connection = engine.connect()
+            armed.append(True)
+            with pytest.raises(Interrupt):
+                run_on_driver(connection, "BEGIN; SELECT pg_sleep(0.2)")
+            invalidated = connection.invalidated
+            connection.close()
+    finally:
+        extensions.set_wait_callback(previous)
+    assert invalidated
+    assert not [r for r in caplog.records if "reset" in r.getMessage()]
+
+
+def test_a_prelude_is_a_fixed_postgresql_statement(app):
+    with db.engine.connect() as connection:
+        with pytest.raises(ValueError, match="without '%'"):
+            LOCK_CONVERSATIONS.execute(connection, prelude="SET x = '5%'", ids=[])
