@@ -5,8 +5,8 @@ The differences the pipeline would otherwise see:
 
 - the message hot path (`message_transaction`): on PostgreSQL one prepared statement checks,
   locks and stores a message, with BEGIN sent in the same round trip on a connection pool of
-  its own in autocommit mode, and COMMIT after the buffer write; on SQLite the same check and
-  INSERT run as two statements in a BEGIN IMMEDIATE transaction;
+  its own in autocommit mode, and COMMIT after the buffer write, both on the DBAPI cursor;
+  on SQLite the same check and INSERT run as two statements in a BEGIN IMMEDIATE transaction;
 - row locks (`Statement(lock=...)` in service.infra.statements), which SQLite does without
   because its transactions are serialised whole (`_sqlite_begin` below);
 - WAL and a busy timeout, so the web and worker processes can share the SQLite file.

@@ -6,7 +6,9 @@ statement: cache-key generation, compilation lookup and the Session's own bookke
 with the bind processors of their declared types (so UUIDs and UTC datetimes are stored the
 same as through the ORM) and hands the dialect's SQL to `Connection.exec_driver_sql`. The
 Connection still brings SQLAlchemy's events (SQLite's BEGIN IMMEDIATE), error wrapping (a
-lost database is a 503) and pool handling.
+lost database is a 503) and pool handling. The message hot path on PostgreSQL goes one step
+further down (`Statement.first_row`, `run_on_driver`): the DBAPI cursor itself, with the
+same error handling done here.
 
 On PostgreSQL a named `Statement` is also a server-side prepared statement: PostgreSQL parses
 and plans it once per connection instead of once per call, which on the message INSERT is
