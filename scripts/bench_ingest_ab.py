@@ -18,18 +18,24 @@ floor's median in the same assignment, and the mean of the two assignments.
 
 Needs wrk, PostgreSQL on 127.0.0.1:5432 (databases ingest_a, ingest_b and floorbench are
 dropped and created), Redis on 127.0.0.1:6379 (indexes 11 and 12 are flushed; the floor
-writes `buf:*` keys in index 0), and ../shared/bench. Both checkouts run with this
-checkout's .venv. About (2 x rounds x 3 x (seconds + 1)) seconds plus start-ups.
+app writes `buf:<id>` keys in index 0, deleted at the end), ports 18601, 18700 and 18701
+free, and ../shared/bench. Both checkouts run with this checkout's .venv; their pid files
+and the conversation lists go to a temporary directory. It stops everything it started,
+however it ends. About (2 x rounds x 3 x (seconds + 1)) seconds plus start-ups; with few
+rounds a 10 % difference is within this machine's noise (a 2-round run once put the two
+versions the other way round).
 """
 
 import argparse
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -50,30 +56,36 @@ def main():
     parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
     args = parser.parse_args()
     a, b = args.a.resolve(), args.b.resolve()
+    if a == b:
+        parser.error("the two checkouts must be different directories")
+    for checkout in (a, b):
+        if not (checkout / "scripts" / "run.sh").is_file():
+            parser.error(f"{checkout}: not a checkout of this project (no scripts/run.sh)")
+    for port in (FLOOR_PORT, *(port for port, _, _ in SLOTS)):
+        if answers(port):
+            sys.exit(f"port {port} already answers: a stack left over from an earlier run?")
     names = {a: f"A:{a.name}", b: f"B:{b.name}"}
     results = {}  # (assignment, name) -> [(rps, p99_ms, web_ms)]
-    floor = start_floor()
-    floor_pids = subprocess.run(
-        ["pgrep", "-s", str(floor.pid)], capture_output=True, text=True
-    ).stdout.split()
-    floor_convs = make_floor_conversations()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-ab-"))
+    started = []
     try:
+        floor = start_floor(started)
+        floor_convs = make_floor_conversations(scratch)
         for assignment, order in enumerate(((a, b), (b, a)), start=1):
             first, second = (names[checkout] for checkout in order)
             print(f"== assignment {assignment}: {first} on slot 1, {second} on slot 2")
-            services = [
-                start_service(checkout, *slot) for checkout, slot in zip(order, SLOTS, strict=True)
-            ]
+            services = []
             try:
-                targets = [("floor", f"http://127.0.0.1:{FLOOR_PORT}/floor/", None, floor_convs)]
-                for checkout, (port, _, _) in zip(order, SLOTS, strict=True):
-                    url = f"http://127.0.0.1:{port}/webhook/"
-                    targets.append((names[checkout], url, checkout, make_conversations(port)))
+                targets = [("floor", f"http://127.0.0.1:{FLOOR_PORT}/floor/", floor, floor_convs)]
+                for checkout, slot in zip(order, SLOTS, strict=True):
+                    service = start_service(checkout, *slot, scratch, services)
+                    url = f"http://127.0.0.1:{slot[0]}/webhook/"
+                    convs = make_conversations(slot[0], scratch)
+                    targets.append((names[checkout], url, service, convs))
                 for _ in range(args.rounds):
                     random.shuffle(targets)
-                    for name, url, checkout, convs in targets:
-                        pids = web_pids(checkout) if checkout else floor_pids
-                        run = measure(url, convs, args.seconds, pids)
+                    for name, url, process, convs in targets:
+                        run = measure(url, convs, args.seconds, gunicorn_pids(process))
                         results.setdefault((assignment, name), []).append(run)
                         print(
                             f"{name:24s} rps={run[0]:.0f} p99_ms={run[1]:.1f}"
@@ -81,10 +93,11 @@ def main():
                             flush=True,
                         )
             finally:
-                for service in services:
-                    stop(service)
+                stop_all(services)
     finally:
-        stop(floor)
+        stop_all(started)
+        forget_floor_keys(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
     summarize(results, names)
 
 
@@ -108,7 +121,9 @@ def summarize(results, names):
         print(f"{name}: mean ratio to the floor over both assignments {mean:.3f}")
 
 
-def start_floor():
+def start_floor(started):
+    """The floor app (gunicorn, 2 processes x 8 threads, as the service), appended to
+    `started` as soon as it runs."""
     psql("drop database if exists floorbench with (force)", "create database floorbench")
     psql(
         "create table m(id uuid primary key, conversation_id uuid not null,"
@@ -134,11 +149,14 @@ def start_floor():
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for(FLOOR_PORT, "/hello/", post=True)
+    started.append(process)
+    wait_for(process, FLOOR_PORT, "/hello/", post=True)
     return process
 
 
-def start_service(checkout, port, database, redis_index):
+def start_service(checkout, port, database, redis_index, scratch, started):
+    """`scripts/run.sh` of `checkout` on its own database and Redis index, appended to
+    `started` as soon as it runs."""
     psql(f"drop database if exists {database} with (force)", f"create database {database}")
     env = {
         **os.environ,
@@ -148,6 +166,8 @@ def start_service(checkout, port, database, redis_index):
         "PORT": str(port),
         "VENV": str(VENV),
         "FLASK_APP": "wsgi",
+        # Not the checkout's instance/run.pid: a `make run` there keeps its own.
+        "RUN_PID_FILE": str(scratch / f"run-{port}.pid"),
     }
     subprocess.run(
         ["redis-cli", "-n", str(redis_index), "flushdb"], check=True, capture_output=True
@@ -167,25 +187,30 @@ def start_service(checkout, port, database, redis_index):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for(port, "/healthz")
+    started.append(process)
+    wait_for(process, port, "/healthz")
     return process
 
 
-def wait_for(port, path, post=False, timeout=60):
+def answers(port):
+    """Whether anything answers HTTP on the port."""
+    return (
+        subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode
+        == 0
+    )
+
+
+def wait_for(process, port, path, post=False, timeout=60):
+    """Until `path` on `port` answers 2xx; exits if `process` ends first (a port taken, a
+    broken checkout) or nothing answers within `timeout` seconds."""
     body = ["-H", "Content-Type: application/json", "-d", "{}"] if post else []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"{process.args} exited with status {process.returncode} before answering")
         status = subprocess.run(
-            [
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                *body,
-                f"http://127.0.0.1:{port}{path}",
-            ],
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *body]
+            + [f"http://127.0.0.1:{port}{path}"],
             capture_output=True,
             text=True,
         ).stdout
@@ -195,8 +220,8 @@ def wait_for(port, path, post=False, timeout=60):
     sys.exit(f"nothing answered on port {port} within {timeout} s")
 
 
-def make_conversations(port):
-    path = f"/tmp/bench-ingest-ab-{port}.txt"
+def make_conversations(port, scratch):
+    path = scratch / f"conversations-{port}.txt"
     subprocess.run(
         [sys.executable, BENCH / "mkconvs.py", f"http://127.0.0.1:{port}", "200", path],
         check=True,
@@ -205,18 +230,25 @@ def make_conversations(port):
     return path
 
 
-def make_floor_conversations():
-    path = "/tmp/bench-ingest-ab-floor.txt"
-    Path(path).write_text("".join(f"{uuid.uuid4()}\n" for _ in range(200)))
+def make_floor_conversations(scratch):
+    path = scratch / "conversations-floor.txt"
+    path.write_text("".join(f"{uuid.uuid4()}\n" for _ in range(200)))
     return path
 
 
-def web_pids(checkout):
-    """The gunicorn processes (master and workers) running in `checkout`."""
-    found = subprocess.run(
-        ["pgrep", "-f", "gunicorn -c gunicorn.conf.py"], capture_output=True, text=True
+def forget_floor_keys(scratch):
+    """Delete the `buf:<id>` keys the floor app wrote into Redis index 0 for this run's ids."""
+    path = scratch / "conversations-floor.txt"
+    if path.exists():
+        keys = [f"buf:{line}" for line in path.read_text().split()]
+        subprocess.run(["redis-cli", "-n", "0", "del", *keys], capture_output=True)
+
+
+def gunicorn_pids(process):
+    """The gunicorn processes (master and workers) of the session `process` leads."""
+    return subprocess.run(
+        ["pgrep", "-s", str(process.pid), "-f", "gunicorn"], capture_output=True, text=True
     ).stdout.split()
-    return [p for p in found if os.path.realpath(f"/proc/{p}/cwd") == str(checkout)]
 
 
 def cpu_ms(pids):
@@ -233,16 +265,21 @@ def cpu_ms(pids):
 def measure(url, convs, seconds, pids):
     """(requests/s, p99 ms, web CPU ms per request) of one wrk run."""
     before = cpu_ms(pids)
-    out = subprocess.run(
+    started = time.monotonic()
+    done = subprocess.run(
         ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", BENCH / "ingest.lua", url],
         capture_output=True,
         text=True,
-        env={**os.environ, "CONVS": convs},
-    ).stdout
+        env={**os.environ, "CONVS": str(convs)},
+    )
+    elapsed = time.monotonic() - started
     spent = cpu_ms(pids) - before
-    figures = dict(kv.split("=") for kv in re.search(r"p50_ms=.*", out).group(0).split())
+    found = re.search(r"p50_ms=.*", done.stdout)
+    if done.returncode != 0 or found is None:
+        sys.exit(f"wrk failed on {url} (status {done.returncode}): {done.stderr.strip()[:300]}")
+    figures = dict(kv.split("=") for kv in found.group(0).split())
     rps = float(figures["rps"])
-    return rps, float(figures["p99_ms"]), spent / max(rps * seconds, 1)
+    return rps, float(figures["p99_ms"]), spent / max(rps * elapsed, 1)
 
 
 def psql(*commands, database="postgres"):
@@ -254,15 +291,22 @@ def psql(*commands, database="postgres"):
         )
 
 
-def stop(process):
+def stop_all(processes):
+    """SIGTERM to each process group, then wait; a Ctrl-C meanwhile must not leave one running."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        for process in processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
