@@ -41,6 +41,11 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
+if str(HERE) not in sys.path:  # run as a file: scripts/ is on the path, the root is not
+    sys.path.insert(0, str(HERE))
+
+from scripts import bench  # noqa: E402
+
 BENCH = HERE.parent / "shared" / "bench"
 VENV = HERE / ".venv"
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -252,14 +257,8 @@ def gunicorn_pids(process):
 
 
 def cpu_ms(pids):
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total * 1000 / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of these processes so far, in milliseconds."""
+    return bench.cpu_ticks(pids) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def measure(url, convs, seconds, pids):

@@ -455,28 +455,25 @@ def settle(answered, now, counts=()):
                 buffer.ack(conversation_id, newest, now, pipe)
             metrics.queue(pipe, counts, lateness, notices)
             replies = pipe.execute(raise_on_error=False)
-    except redis.exceptions.RedisError:
-        wake_passes(written)
-        raise
-    acks = dict(zip(answered, replies[: len(answered)], strict=True))
-    failed = {c: r for c, r in acks.items() if isinstance(r, Exception)}
-    if failed and len(failed) == len(acks):
-        wake_passes(written)
-        raise next(iter(failed.values()))
-    for conversation_id, exc in failed.items():
-        log.error(
-            "flush_group_failed",
-            extra={"conversation_id": str(conversation_id), "reason": str(exc)},
-        )
-        results[conversation_id] = "failed"
-    if any(isinstance(r, Exception) for r in replies[len(answered) :]):
-        log.warning("metrics_write_failed", extra={"reason": "pipeline command failed"})
-    # Messages came in while these groups were being answered: look again at once, and the
-    # decision will wait for their own quiet window.
-    again = [c for c, r in acks.items() if c not in failed and buffer.remaining(r) is not None]
-    if again:
-        schedule_flushes(dict.fromkeys(again, now))
-    wake_passes(written)
+        acks = dict(zip(answered, replies[: len(answered)], strict=True))
+        failed = {c: r for c, r in acks.items() if isinstance(r, Exception)}
+        if failed and len(failed) == len(acks):
+            raise next(iter(failed.values()))
+        for conversation_id, exc in failed.items():
+            log.error(
+                "flush_group_failed",
+                extra={"conversation_id": str(conversation_id), "reason": str(exc)},
+            )
+            results[conversation_id] = "failed"
+        if any(isinstance(r, Exception) for r in replies[len(answered) :]):
+            log.warning("metrics_write_failed", extra={"reason": "pipeline command failed"})
+        # Messages came in while these groups were being answered: look again at once, and
+        # the decision will wait for their own quiet window.
+        again = [c for c, r in acks.items() if c not in failed and buffer.remaining(r) is not None]
+        if again:
+            schedule_flushes(dict.fromkeys(again, now))
+    finally:
+        wake_passes(written)  # the replies are committed, whatever Redis answered
     return results
 
 
