@@ -131,10 +131,11 @@ class ReplyBuffer:
         self._decide = client.register_script(DECIDE)
         self._ack = client.register_script(ACK)
 
-    def add(self, conversation_id, arrivals, now_us, notice=None):
+    def add(self, conversation_id, arrivals, now_us, notice=None, client=None):
         """Add (message_id, arrival_us) pairs; arm a flush unless one is pending on time.
 
-        `notice`, a (channel, text) pair, is published in the same round trip.
+        `notice`, a (channel, text) pair, is published in the same round trip; `client`, a
+        Redis client of the same server and database, is used instead of the buffer's own.
         """
         if not arrivals:
             raise ValueError("nothing to add")
@@ -145,7 +146,7 @@ class ReplyBuffer:
             argv = [self.key_ttl_ms, channel, text, int(now_us), self.quiet_us, self.grace_us]
             for message_id, arrival_us in arrivals[start : start + ADD_CHUNK]:
                 argv += [int(arrival_us), str(message_id)]
-            chunk_armed, newest = self._add(keys=keys(conversation_id), args=argv)
+            chunk_armed, newest = self._add(keys=keys(conversation_id), args=argv, client=client)
             armed = armed or bool(chunk_armed)
             channel, text = "", ""
         return Added(armed, int(newest))

@@ -48,10 +48,14 @@ def add_to_group(conversation_id, arrivals, now_us=None, notice=None):
     """Buffer (message_id, arrival_us) pairs, arming a flush if none is pending on time;
     `notice` is published in the same round trip. Returns a buffer.Added.
 
-    Raises redis.exceptions.RedisError when the buffer cannot be written.
+    Runs on the calling thread's own Redis connection (`redis_client.thread_client`): it is
+    a round trip of every message. Raises redis.exceptions.RedisError when the buffer cannot
+    be written.
     """
     now_us = clock.now_us() if now_us is None else now_us
-    return reply_buffer().add(conversation_id, arrivals, now_us, notice=notice)
+    return reply_buffer().add(
+        conversation_id, arrivals, now_us, notice=notice, client=redis_client.thread_client
+    )
 
 
 def arm(conversation_id, added):
