@@ -3,7 +3,9 @@
 It takes its Redis client as an argument and imports no Flask (the app's buffer is
 `service.pipeline.groups.reply_buffer()`). Each decision is one Lua script, so concurrent
 web processes and workers never see a half-made change. A conversation's keys share the hash
-tag `{<id>}`, so every script touches one Redis Cluster slot. The buffer is only the fast
+tag `{<id>}`; an ADD that also schedules its flush touches the scheduler's sorted set too (RQ
+and rq-scheduler use keys of many slots anyway: the service runs on one Redis server, with
+Sentinel for failover, not on Redis Cluster). The buffer is only the fast
 path: the database stays the record of which messages were answered, and `reconcile_groups`
 rebuilds the buffer from it.
 
@@ -21,12 +23,16 @@ ADD_CHUNK = 1000
 # group and clearing its buffer leaves nothing behind for long (the database still knows).
 # The `armed` key holds the due time (microseconds) of the conversation's pending flush.
 
-# KEYS: buffer, armed. ARGV: ttl_ms, channel, notice, now, quiet, grace, score1, member1, ...
+# KEYS: buffer, armed[, schedule]. ARGV: ttl_ms, channel, notice, now, quiet, grace, entry,
+# score1, member1, ...
 # Publishes `notice` on `channel` when given (saves the caller a round trip). Arms a flush
 # for newest + quiet unless one is pending; a pending flush more than `grace` past its due
 # time is taken as lost (its worker died, its transaction failed) and armed again, so a
-# failed flush never leaves a busy conversation waiting for reconciliation.
-# Returns {armed (1 when the caller must schedule the flush), newest_score}.
+# failed flush never leaves a busy conversation waiting for reconciliation. With a schedule
+# key, an armed flush is also put in the schedule there: `entry` at its due time in seconds
+# (the scheduler's sorted set, service.infra.queueing), saving the caller that round trip too.
+# Returns {armed (1 when the flush was armed), newest_score, scheduled (1 when it was put in
+# the schedule; otherwise the caller schedules an armed flush)}.
 ADD = """
 local ttl = table.remove(ARGV, 1)
 local channel = table.remove(ARGV, 1)
@@ -34,17 +40,22 @@ local notice = table.remove(ARGV, 1)
 local now = tonumber(table.remove(ARGV, 1))
 local quiet = tonumber(table.remove(ARGV, 1))
 local grace = tonumber(table.remove(ARGV, 1))
+local entry = table.remove(ARGV, 1)
 if notice ~= '' then redis.call('PUBLISH', channel, notice) end
 redis.call('ZADD', KEYS[1], 'NX', unpack(ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
 local newest = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
 local due = tonumber(redis.call('GET', KEYS[2]))
-local armed = 0
+local armed, scheduled = 0, 0
 if due == nil or due + grace < now then
   redis.call('SET', KEYS[2], string.format('%.0f', newest + quiet), 'PX', ttl)
   armed = 1
+  if KEYS[3] then
+    redis.call('ZADD', KEYS[3], string.format('%.6f', (newest + quiet) / 1000000), entry)
+    scheduled = 1
+  end
 end
-return {armed, string.format('%.0f', newest)}
+return {armed, string.format('%.0f', newest), scheduled}
 """
 
 # KEYS: buffer, armed. ARGV: member. Undoes an ADD whose database write failed.
@@ -104,7 +115,7 @@ def keys(conversation_id):
 
 @dataclass(frozen=True)
 class Added:
-    must_schedule: bool  # this add armed the flush: the caller schedules it
+    must_schedule: bool  # this add armed the flush and did not schedule it: the caller does
     newest_us: int
 
 
@@ -131,25 +142,37 @@ class ReplyBuffer:
         self._decide = client.register_script(DECIDE)
         self._ack = client.register_script(ACK)
 
-    def add(self, conversation_id, arrivals, now_us, notice=None, client=None):
+    def add(self, conversation_id, arrivals, now_us, notice=None, client=None, schedule=None):
         """Add (message_id, arrival_us) pairs; arm a flush unless one is pending on time.
 
         `notice`, a (channel, text) pair, is published in the same round trip; `client`, a
         Redis client of the same server and database, is used instead of the buffer's own.
+        `schedule`, a (sorted set key, entry) pair, puts an armed flush in that schedule in
+        the same round trip too, at its due time in seconds; the returned Added then does not
+        ask the caller to schedule it. Only for a single add (at most ADD_CHUNK arrivals),
+        whose due time is the group's.
         """
         if not arrivals:
             raise ValueError("nothing to add")
+        if schedule is not None and len(arrivals) > ADD_CHUNK:
+            raise ValueError(f"a scheduling add takes at most {ADD_CHUNK} arrivals")
         channel, text = notice or ("", "")
-        armed = False
+        key_list = keys(conversation_id)
+        entry = ""
+        if schedule is not None:
+            schedule_key, entry = schedule
+            key_list = [*key_list, schedule_key]
+        must_schedule = False
         # Lua's unpack() takes a few thousand values at most: a long backlog goes in chunks.
         for start in range(0, len(arrivals), ADD_CHUNK):
             argv = [self.key_ttl_ms, channel, text, int(now_us), self.quiet_us, self.grace_us]
+            argv.append(entry)
             for message_id, arrival_us in arrivals[start : start + ADD_CHUNK]:
                 argv += [int(arrival_us), str(message_id)]
-            chunk_armed, newest = self._add(keys=keys(conversation_id), args=argv, client=client)
-            armed = armed or bool(chunk_armed)
+            armed, newest, scheduled = self._add(keys=key_list, args=argv, client=client)
+            must_schedule = must_schedule or (bool(armed) and not scheduled)
             channel, text = "", ""
-        return Added(armed, int(newest))
+        return Added(must_schedule, int(newest))
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""

@@ -44,22 +44,33 @@ def reply_buffer():
     return ext["reply_buffer"]
 
 
-def add_to_group(conversation_id, arrivals, now_us=None, notice=None):
+def add_to_group(conversation_id, arrivals, now_us=None, notice=None, schedule=False):
     """Buffer (message_id, arrival_us) pairs, arming a flush if none is pending on time;
-    `notice` is published in the same round trip. Returns a buffer.Added.
+    `notice` is published in the same round trip, and with `schedule` the armed flush is put
+    in the scheduler's schedule in it too (one message: see ReplyBuffer.add). Returns a
+    buffer.Added, for `arm`.
 
     Runs on the calling thread's own Redis connection (`redis_client.thread_client`): it is
     a round trip of every message. Raises redis.exceptions.RedisError when the buffer cannot
     be written.
     """
     now_us = clock.now_us() if now_us is None else now_us
+    entry = None
+    if schedule:
+        entry = (queueing.get_scheduler().scheduled_jobs_key, queueing.flush_entry(conversation_id))
     return reply_buffer().add(
-        conversation_id, arrivals, now_us, notice=notice, client=redis_client.thread_client
+        conversation_id,
+        arrivals,
+        now_us,
+        notice=notice,
+        client=redis_client.thread_client,
+        schedule=entry,
     )
 
 
 def arm(conversation_id, added):
-    """After the commit: schedule the flush that `add_to_group` armed, if it armed one.
+    """After the commit: schedule the flush that `add_to_group` armed, if it armed one and did
+    not schedule it itself.
 
     A later message of the same group does not move the pending flush: when that flush
     finds the group still active, it re-arms itself for the group's new end. That costs

@@ -80,8 +80,12 @@ def _accept(transaction, row, message_id, conversation_id, kind, now):
         message_id=message_id,
         reply_due_at=to_datetime(due),
     )
-    # A Redis failure here leaves the row uncommitted: it is rolled back (503).
-    added = groups.add_to_group(conversation_id, [(message_id, now)], now, notice=announce)
+    # A Redis failure here leaves the row uncommitted: it is rolled back (503). The flush a
+    # new group needs is scheduled in the same round trip: were the commit to fail, it finds
+    # nothing to answer.
+    added = groups.add_to_group(
+        conversation_id, [(message_id, now)], now, notice=announce, schedule=True
+    )
     try:
         transaction.commit()
     except BaseException:

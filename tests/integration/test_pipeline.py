@@ -3,10 +3,13 @@
 import threading
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from service import jobs
 from service.infra.buffer import ReplyBuffer, keys
-from service.infra.queueing import get_scheduler
+from service.infra.database import MessageTransaction
+from service.infra.queueing import _at, get_scheduler
+from service.pipeline import groups
 from service.pipeline import replies as reply_pipeline
 from tests.helpers import (
     close_conversation,
@@ -413,3 +416,63 @@ def test_held_message_racing_a_closed_conversation_is_dropped_not_joined(client,
     assert held["status"] == "EXPIRED"
     response = post(client, new_message(message_id, conversation_id), 400)
     assert response.get_json()["error"] in ("message_expired", "conversation_closed")
+
+
+def test_a_new_group_is_scheduled_by_its_buffer_write(
+    app, client, fake_clock, redis_conn, monkeypatch
+):
+    """The first message of a group puts its flush in the schedule in the same Redis round
+    trip as its buffer entry, due when the quiet window ends, exactly as `add_flushes` writes
+    it; the next message of the group schedules nothing."""
+    conversation_id = open_conversation(client)
+    with app.app_context():
+        schedule = get_scheduler().scheduled_jobs_key
+    calls = []
+    with monkeypatch.context() as patch:  # not undo(): the clock is patched too
+        patch.setattr(groups, "schedule_flushes", lambda due: calls.append(due))
+        send(client, conversation_id)
+        arrival = int(redis_conn.zrange(keys(conversation_id)[0], 0, -1, withscores=True)[0][1])
+        fake_clock.advance(1)
+        send(client, conversation_id)
+
+    assert calls == []  # neither message needed a round trip of its own to schedule
+    [(entry, score)] = redis_conn.zrange(schedule, 0, -1, withscores=True)
+    assert entry.decode().startswith(f"flush_group-{conversation_id}-")
+    assert score == _at(arrival + 5_000_000).timestamp()
+
+    fake_clock.advance(4)
+    run_due_jobs()
+    assert replies(client, conversation_id) == []  # re-armed for the second message
+    fake_clock.advance(1)
+    run_due_jobs()
+    assert len(replies(client, conversation_id)) == 1
+
+
+def test_a_message_whose_commit_fails_leaves_a_flush_that_answers_nothing(
+    app, client, fake_clock, redis_conn, monkeypatch
+):
+    """The flush scheduled with the buffer entry outlives a failed commit: it finds the entry
+    withdrawn and nothing to answer, and the retried message is answered once."""
+    conversation_id = open_conversation(client)
+    with app.app_context():
+        schedule = get_scheduler().scheduled_jobs_key
+
+    def commit_fails(self):
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    message_id = new_id()
+    with monkeypatch.context() as patch:  # not undo(): the clock is patched too
+        patch.setattr(MessageTransaction, "commit", commit_fails)
+        post(client, new_message(message_id, conversation_id), 503)
+    assert redis_conn.zcard(schedule) == 1
+    assert buffer_keys(redis_conn) == []
+
+    fake_clock.advance(5)
+    run_due_jobs()
+    assert messages(client, conversation_id) == []
+
+    send(client, conversation_id, message_id)
+    fake_clock.advance(5)
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [message_id]
