@@ -162,9 +162,8 @@ def _leave_old_master(pool, announcer):
     """Point `pool` at the master the sentinels name now, asking `announcer` (a sentinel's
     (host, port)) first: its idle connections close at once, busy ones when released
     (SentinelConnectionPool drops a connection whose address is not the master's). A busy one
-    blocked in a long call (a worker's BLPOP), or kept by a thread for itself
-    (`RedisClient.thread_client`, never released), has its socket shut under it, which its
-    own thread then sees as the server closing the connection, the case every caller already
+    blocked in a long call (a worker's BLPOP) has its socket shut under it, which its own
+    thread then sees as the server closing the connection, the case every caller already
     handles (redis-py retries the call once, on a new connection); closing it from this
     thread would race that thread's use."""
     # A sentinel that has not heard of the failover yet would still name the old master:
@@ -198,33 +197,10 @@ class RedisClient:
         app.extensions["redis"] = connect_redis(
             app.config, socket_timeout=2, health_check_interval=30
         )
-        app.extensions["redis_threads"] = threading.local()
 
     @property
     def client(self):
-        """The app's client: each call takes a connection from the pool and gives it back."""
         return current_app.extensions["redis"]
-
-    @property
-    def thread_client(self):
-        """A client of the app's pool that keeps one connection for the calling thread
-        (redis-py's `single_connection_client`), for the message hot path.
-
-        Taking a connection from the pool and giving it back costs about 20 µs of CPU a call
-        in redis-py 8 (a lock, a readiness poll of the socket, its connection-count
-        bookkeeping), a quarter of the call; docs/benchmarks.md, "Ingest, tenth session".
-        The connection behaves as a pooled one otherwise: it is retried once on a new
-        socket after a broken connection, dropped after a timeout (so a late answer is never
-        read as the next call's), and counts among the pool's connections in use, which a
-        Sentinel switch shuts (`_leave_old_master`). Made on the thread's first call, which
-        raises redis.exceptions.ConnectionError when Redis is unreachable, as any call does.
-        """
-        local = current_app.extensions["redis_threads"]
-        client = getattr(local, "client", None)
-        if client is None:
-            pool = current_app.extensions["redis"].connection_pool
-            client = local.client = redis.Redis(connection_pool=pool, single_connection_client=True)
-        return client
 
 
 redis_client = RedisClient()

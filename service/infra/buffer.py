@@ -142,11 +142,10 @@ class ReplyBuffer:
         self._decide = client.register_script(DECIDE)
         self._ack = client.register_script(ACK)
 
-    def add(self, conversation_id, arrivals, now_us, notice=None, client=None, schedule=None):
+    def add(self, conversation_id, arrivals, now_us, notice=None, schedule=None):
         """Add (message_id, arrival_us) pairs; arm a flush unless one is pending on time.
 
-        `notice`, a (channel, text) pair, is published in the same round trip; `client`, a
-        Redis client of the same server and database, is used instead of the buffer's own.
+        `notice`, a (channel, text) pair, is published in the same round trip.
         `schedule`, a (sorted set key, entry) pair, puts an armed flush in that schedule in
         the same round trip too, at its due time in seconds; the returned Added then does not
         ask the caller to schedule it. Only for a single add (at most ADD_CHUNK arrivals),
@@ -169,7 +168,7 @@ class ReplyBuffer:
             argv.append(entry)
             for message_id, arrival_us in arrivals[start : start + ADD_CHUNK]:
                 argv += [int(arrival_us), str(message_id)]
-            armed, newest, scheduled = self._add(keys=key_list, args=argv, client=client)
+            armed, newest, scheduled = self._add(keys=key_list, args=argv)
             must_schedule = must_schedule or (bool(armed) and not scheduled)
             channel, text = "", ""
         return Added(must_schedule, int(newest))

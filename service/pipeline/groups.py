@@ -50,22 +50,13 @@ def add_to_group(conversation_id, arrivals, now_us=None, notice=None, schedule=F
     in the scheduler's schedule in it too (one message: see ReplyBuffer.add). Returns a
     buffer.Added, for `arm`.
 
-    Runs on the calling thread's own Redis connection (`redis_client.thread_client`): it is
-    a round trip of every message. Raises redis.exceptions.RedisError when the buffer cannot
-    be written.
+    Raises redis.exceptions.RedisError when the buffer cannot be written.
     """
     now_us = clock.now_us() if now_us is None else now_us
     entry = None
     if schedule:
         entry = (queueing.get_scheduler().scheduled_jobs_key, queueing.flush_entry(conversation_id))
-    return reply_buffer().add(
-        conversation_id,
-        arrivals,
-        now_us,
-        notice=notice,
-        client=redis_client.thread_client,
-        schedule=entry,
-    )
+    return reply_buffer().add(conversation_id, arrivals, now_us, notice=notice, schedule=entry)
 
 
 def arm(conversation_id, added):
