@@ -117,6 +117,7 @@ def keys(conversation_id):
 class Added:
     must_schedule: bool  # this add armed the flush and did not schedule it: the caller does
     newest_us: int
+    scheduled: bool = False  # this add armed the flush and put it in the schedule itself
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class ReplyBuffer:
         if schedule is not None:
             schedule_key, entry = schedule
             key_list = [*key_list, schedule_key]
-        must_schedule = False
+        must_schedule = put_in_schedule = False
         # Lua's unpack() takes a few thousand values at most: a long backlog goes in chunks.
         for start in range(0, len(arrivals), ADD_CHUNK):
             argv = [self.key_ttl_ms, channel, text, int(now_us), self.quiet_us, self.grace_us]
@@ -170,8 +171,9 @@ class ReplyBuffer:
                 argv += [int(arrival_us), str(message_id)]
             armed, newest, scheduled = self._add(keys=key_list, args=argv)
             must_schedule = must_schedule or (bool(armed) and not scheduled)
+            put_in_schedule = put_in_schedule or bool(scheduled)
             channel, text = "", ""
-        return Added(must_schedule, int(newest))
+        return Added(must_schedule, int(newest), put_in_schedule)
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""

@@ -61,14 +61,20 @@ def add_to_group(conversation_id, arrivals, now_us=None, notice=None, schedule=F
 
 def arm(conversation_id, added):
     """After the commit: schedule the flush that `add_to_group` armed, if it armed one and did
-    not schedule it itself.
+    not schedule it itself; or, if it did and that flush is due already, queue another now.
 
     A later message of the same group does not move the pending flush: when that flush
     finds the group still active, it re-arms itself for the group's new end. That costs
     one Redis decision per extension in a worker instead of a round trip per message here.
+
+    A flush scheduled by the buffer write comes due while the commit may still be on its way
+    (a web process paused for the window's length between the two): it may then have found
+    the row locked and given up. Queueing another one costs a round trip only then, and a
+    flush that finds nothing is harmless.
     """
-    if added.must_schedule:
-        schedule_flush(conversation_id, flush_due_us(added.newest_us, quiet_us()))
+    due = flush_due_us(added.newest_us, quiet_us())
+    if added.must_schedule or (added.scheduled and due <= clock.now_us()):
+        schedule_flush(conversation_id, due)
 
 
 def schedule_flush(conversation_id, due_us):

@@ -476,3 +476,31 @@ def test_a_message_whose_commit_fails_leaves_a_flush_that_answers_nothing(
     run_due_jobs()
     [reply] = replies(client, conversation_id)
     assert reply_ids(reply) == [message_id]
+
+
+def test_a_flush_lost_while_the_commit_was_paused_is_queued_again(
+    app, client, fake_clock, redis_conn, monkeypatch
+):
+    """The flush a message's buffer write scheduled may come due, find the row still locked
+    and give up while its web process is paused before the commit: after the commit the
+    message queues another, so its group waits for no reconciliation."""
+    conversation_id = open_conversation(client)
+    with app.app_context():
+        schedule = get_scheduler().scheduled_jobs_key
+    commit = MessageTransaction.commit
+
+    def paused_commit(self):
+        fake_clock.advance(6)
+        # The scheduler took the entry meanwhile and its flush failed on the row lock.
+        prefix = f"flush_group-{conversation_id}".encode()
+        [entry] = [e for e in redis_conn.zrange(schedule, 0, -1) if e.startswith(prefix)]
+        redis_conn.zrem(schedule, entry)
+        commit(self)
+
+    with monkeypatch.context() as patch:  # not undo(): the clock is patched too
+        patch.setattr(MessageTransaction, "commit", paused_commit)
+        message_id = send(client, conversation_id)
+
+    run_due_jobs()
+    [reply] = replies(client, conversation_id)
+    assert reply_ids(reply) == [message_id]
