@@ -115,9 +115,14 @@ def keys(conversation_id):
 
 @dataclass(frozen=True)
 class Added:
-    must_schedule: bool  # this add armed the flush and did not schedule it: the caller does
+    armed: bool  # this add armed the conversation's flush
     newest_us: int
-    scheduled: bool = False  # this add armed the flush and put it in the schedule itself
+    scheduled: bool = False  # and put it in the schedule itself
+
+    @property
+    def must_schedule(self):
+        """The flush was armed here and is the caller's to schedule."""
+        return self.armed and not self.scheduled
 
 
 @dataclass(frozen=True)
@@ -162,18 +167,18 @@ class ReplyBuffer:
         if schedule is not None:
             schedule_key, entry = schedule
             key_list = [*key_list, schedule_key]
-        must_schedule = put_in_schedule = False
+        armed = scheduled = False
         # Lua's unpack() takes a few thousand values at most: a long backlog goes in chunks.
         for start in range(0, len(arrivals), ADD_CHUNK):
             argv = [self.key_ttl_ms, channel, text, int(now_us), self.quiet_us, self.grace_us]
             argv.append(entry)
             for message_id, arrival_us in arrivals[start : start + ADD_CHUNK]:
                 argv += [int(arrival_us), str(message_id)]
-            armed, newest, scheduled = self._add(keys=key_list, args=argv)
-            must_schedule = must_schedule or (bool(armed) and not scheduled)
-            put_in_schedule = put_in_schedule or bool(scheduled)
+            chunk_armed, newest, chunk_scheduled = self._add(keys=key_list, args=argv)
+            armed = armed or bool(chunk_armed)
+            scheduled = scheduled or bool(chunk_scheduled)
             channel, text = "", ""
-        return Added(must_schedule, int(newest), put_in_schedule)
+        return Added(armed, int(newest), scheduled)
 
     def withdraw(self, conversation_id, message_id):
         """Take back a message whose database write did not commit."""
